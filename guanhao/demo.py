@@ -1,0 +1,128 @@
+"""Demo data for `make run`: subjects, shops and accounts in every state of the upgrade flow."""
+
+import datetime as dt
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from guanhao import clock
+from guanhao.auth import service as auth
+from guanhao.db import session_scope
+from guanhao.pii import id_check_char
+from guanhao.policy import get_policy
+from guanhao.settings import get_settings
+from guanhao.subjects import service as subjects
+from guanhao.subjects.models import Subject
+from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
+from guanhao.upgrades import service as upgrades
+
+ACTOR = "demo-data"
+
+
+def _id(n: int) -> str:
+    first17 = f"33010619880512{n:03d}"
+    return first17 + id_check_char(first17)
+
+
+def _person(n: int, name: str) -> dict:
+    return {"name": name, "id_number": _id(n), "phone": f"1390571{n:04d}"}
+
+
+# (shop_id, shop name, subject, shop_type, status, score, account followers, verified, violations, scenario)
+SHOPS = [
+    ("shop-1001", "云栖茶叶官方旗舰店", "subj-hz-tea", "official_flagship", "active", 4.9, 86_000, True, 0, "eligible"),
+    ("shop-1002", "云栖茶具专卖店", "subj-hz-tea", "specialty", "active", 4.7, 23_000, True, 0, "submitted"),
+    ("shop-1003", "云栖茶点专营店", "subj-hz-tea", "franchise", "active", 4.5, 15_000, True, 0, "succeeded"),
+    ("shop-1004", "云栖茶园企业店", "subj-hz-tea", "enterprise", "active", 4.2, 1_350_000, True, 0, "staff_review"),
+    ("shop-2001", "老街小吃个体店", "subj-laojie", "individual", "active", 4.6, 5_200, True, 0, "declined"),
+    ("shop-2002", "老街小吃二店", "subj-laojie", "individual", "active", 4.4, 3_100, True, 0, "expired"),
+    ("shop-3001", "环球美妆跨境旗舰店", "subj-global", "flagship", "active", 4.8, 240_000, True, 0, "withdrawn"),
+    ("shop-4001", "小李的个人店", "subj-li", "personal", "active", 4.9, 900, True, 0, "ineligible"),
+    ("shop-4002", "整改中的旗舰店", "subj-global", "flagship", "suspended", 3.9, 7_000, False, 2, "ineligible"),
+]
+
+SUBJECTS = {
+    "subj-hz-tea": ("杭州云栖茶业有限公司", "enterprise", False),
+    "subj-laojie": ("西安老街小吃店", "individual_business", False),
+    "subj-global": ("Global Beauty Trading Ltd.", "enterprise", True),
+    "subj-li": ("李小龙", "personal", False),
+}
+
+HOLDERS = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周杰"]
+
+
+def load(console: Console, *, reset: bool = False) -> None:
+    policy = get_policy()
+    public_url = get_settings().public_url
+    with session_scope() as session:
+        if session.get(Subject, "subj-hz-tea") is not None and not reset:
+            console.print("demo data is loaded already (use --reset to load it again)")
+            _print_access(console, session, public_url)
+            return
+        now = clock.now(session)
+        for sid, (name, stype, cross) in SUBJECTS.items():
+            subjects.put_subject(session, sid, SubjectIn(name=name, subject_type=stype, cross_border=cross,
+                                                          license_valid_until=dt.date(2030, 12, 31)), actor=ACTOR, now=now)
+        table = Table(title="demo shops (演示店铺)")
+        for col in ("shop", "name", "subject", "scenario", "state"):
+            table.add_column(col)
+        for n, (shop_id, name, sid, stype, status, score, followers, verified, violations, scenario) in enumerate(SHOPS, 1):
+            subjects.put_shop(session, shop_id, ShopIn(subject_id=sid, name=name, shop_type=stype, status=status,
+                                                       experience_score=score), actor=ACTOR, now=now)
+            account_id = f"dy-{shop_id.split('-')[1]}"
+            subjects.put_account(session, account_id, AccountIn(
+                nickname=name.replace("店", "号"), followers=followers, status="normal" if verified else "restricted",
+                real_name_verified=verified, violations_90d=violations, login_phone=f"1380000{n:04d}",
+                holder=_person(n, HOLDERS[n - 1])), actor=ACTOR, now=now)
+            subjects.bind(session, shop_id, BindingIn(account_id=account_id), actor=ACTOR, now=now)
+            state = _play(session, scenario, shop_id, policy=policy, now=now, public_url=public_url)
+            table.add_row(shop_id, name, sid, scenario, state)
+        console.print(table)
+        _print_access(console, session, public_url)
+
+
+def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, public_url: str) -> str:
+    if scenario in ("eligible", "ineligible"):
+        return "not_upgraded"
+    started = now - dt.timedelta(days=8) if scenario == "expired" else now - dt.timedelta(hours=2)
+    app = upgrades.submit(session, shop_id, policy, account_type=None, operator=None, agree_terms=True,
+                          actor="merchant:demo", now=started, public_url=public_url)
+    token = upgrades.confirmation_token(app)
+    later = started + dt.timedelta(minutes=30)
+    if scenario in ("succeeded", "staff_review"):
+        upgrades.accept(session, token, policy, now=later)
+    elif scenario == "declined":
+        upgrades.decline(session, token, policy, now=later)
+    elif scenario == "withdrawn":
+        upgrades.withdraw(session, app.id, actor="merchant:demo", now=later)
+    elif scenario == "expired":
+        upgrades.expire_confirmations(session, now=now)
+    session.refresh(app)
+    return app.status + (" (waiting for staff)" if app.awaiting_staff else "")
+
+
+def _print_access(console: Console, session, public_url: str) -> None:
+    now = clock.now(session)
+    _, admin_token = auth.create_key(session, role="admin", subject_id=None, label="demo admin", now=now)
+    _, merchant_token = auth.create_key(session, role="merchant", subject_id="subj-hz-tea", label="demo merchant", now=now)
+    pending = session.scalar(select(upgrades.Application).where(upgrades.Application.shop_id == "shop-1002",
+                                                                 upgrades.Application.status == "submitted"))
+    api = f"{public_url}/api/v1"
+    console.print(f"\n[bold]Credentials (shown once; stored hashed)[/bold]\n"
+                  f"  admin token:    {admin_token}\n"
+                  f"  merchant token: {merchant_token}   (subject subj-hz-tea, 杭州云栖茶业)\n")
+    console.print("[bold]Try[/bold]")
+    lines = [
+        f"curl -s {api}/shops/shop-1001/eligibility -H 'Authorization: Bearer {merchant_token}'",
+        f"curl -s {api}/subjects/subj-hz-tea/quotas -H 'Authorization: Bearer {merchant_token}'",
+        f"curl -s -X POST {api}/shops/shop-1001/upgrade-applications -H 'Authorization: Bearer {merchant_token}' "
+        "-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{\"agree_terms\": true}'",
+        f"curl -s {api}/shops/shop-1003/official-account -H 'Authorization: Bearer {merchant_token}'",
+        f"curl -s {api}/admin/review-queue -H 'Authorization: Bearer {admin_token}'",
+    ]
+    if pending is not None:
+        lines.append(f"curl -s -X POST {upgrades.confirmation_url(public_url, upgrades.confirmation_token(pending))}/accept")
+    for line in lines:
+        console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"\nOpenAPI: {api}/openapi.json   docs: {api}/docs\n")

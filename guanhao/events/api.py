@@ -1,0 +1,42 @@
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from guanhao.events import service
+from guanhao.http import Admin, CursorParam, decode_cursor, page
+from guanhao.schemas import problem_responses
+
+router = APIRouter(prefix="/admin", tags=["staff"])
+
+
+class EventItem(BaseModel):
+    event_id: str
+    seq: int
+    type: str
+    shop_id: str | None
+    at: dt.datetime
+    data: dict
+
+
+class EventPage(BaseModel):
+    items: list[EventItem]
+    next_cursor: str | None
+
+
+@router.get("/events", response_model=EventPage, responses=problem_responses(401, 403, 422))
+def outbox(
+    call: Admin,
+    cursor: CursorParam = None,
+    shop_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+):
+    """The outbox in commit order. `next_cursor` is given whenever the page is full; poll with the last one."""
+    with call.unit() as (session, _now):
+        rows = service.events_after(session, after_seq=decode_cursor(cursor), limit=limit, shop_id=shop_id)
+        items = [
+            {"event_id": r.event_id, "seq": r.seq, "type": r.type, "shop_id": r.shop_id, "at": r.at, "data": r.data}
+            for r in rows
+        ]
+        return {"items": items, "next_cursor": page(rows, limit=limit, seq_of=lambda r: r.seq)}

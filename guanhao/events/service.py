@@ -1,0 +1,50 @@
+"""Outbox events. `emit` queues in the session; the rows are written just before commit.
+
+Writing them last, under a transaction-scoped advisory lock on PostgreSQL, makes sequence
+numbers follow commit order while holding the lock only for the commit itself.
+SQLite serialises writers already (BEGIN IMMEDIATE in guanhao.db).
+"""
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
+
+from guanhao.events.models import OutboxEvent
+
+_PENDING = "guanhao.outbox"
+_OUTBOX_LOCK = 0x6775616E68616F  # "guanhao"
+
+
+def emit(session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict) -> str:
+    event_id = "evt_" + uuid.uuid4().hex
+    session.info.setdefault(_PENDING, []).append(
+        {"event_id": event_id, "type": type_, "shop_id": shop_id, "subject_id": subject_id, "at": at, "data": data}
+    )
+    return event_id
+
+
+@event.listens_for(Session, "before_commit")
+def _write_outbox(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _OUTBOX_LOCK})
+    session.add_all(OutboxEvent(**row) for row in pending)
+    session.flush()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_outbox(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id: str | None = None) -> list[OutboxEvent]:
+    stmt = select(OutboxEvent).order_by(OutboxEvent.seq).limit(limit)
+    if after_seq is not None:
+        stmt = stmt.where(OutboxEvent.seq > after_seq)
+    if shop_id is not None:
+        stmt = stmt.where(OutboxEvent.shop_id == shop_id)
+    return list(session.scalars(stmt))

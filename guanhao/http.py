@@ -1,0 +1,119 @@
+"""What every JSON route shares: who is calling, in which language, and one unit of work."""
+
+import base64
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+from sqlalchemy.orm import Session
+
+from guanhao import clock, errors
+from guanhao.auth.service import Principal, authenticate
+from guanhao.db import session_scope
+from guanhao.policy import Policy, get_policy
+from guanhao.settings import get_settings
+
+
+def language(accept_language: str | None) -> str:
+    """'en' or 'zh-CN' (the default), by the first preference that names either."""
+    if not accept_language:
+        return "zh-CN"
+    prefs = []
+    for i, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        prefs.append((-q, i, tag.strip().lower()))
+    for _, _, tag in sorted(prefs):
+        if tag.startswith("en"):
+            return "en"
+        if tag.startswith("zh") or tag == "*":
+            return "zh-CN"
+    return "zh-CN"
+
+
+@dataclass(frozen=True)
+class Call:
+    principal: Principal | None
+    lang: str
+    policy: Policy
+
+    @property
+    def actor(self) -> str:
+        return self.principal.actor if self.principal else "holder"
+
+    @contextmanager
+    def unit(self) -> Iterator[tuple[Session, dt.datetime]]:
+        """One transaction for the request; `now` read once from the service clock."""
+        with session_scope() as session:
+            yield session, clock.now(session)
+
+    def require_admin(self) -> None:
+        if self.principal is None or not self.principal.is_admin:
+            raise errors.Forbidden("platform staff only")
+
+    def require_subject(self, subject_id: str) -> None:
+        """Another subject's object is indistinguishable from a missing one (R-62)."""
+        if self.principal is None or not self.principal.can_see_subject(subject_id):
+            raise errors.NotFound("not found")
+
+
+def _lang(request: Request) -> str:
+    return language(request.headers.get("accept-language"))
+
+
+def authenticated(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer token")] = None,
+) -> Call:
+    with session_scope() as session:
+        principal = authenticate(session, authorization, admin_token=get_settings().admin_token)
+    return Call(principal=principal, lang=_lang(request), policy=get_policy())
+
+
+def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
+    call.require_admin()
+    return call
+
+
+def anonymous(request: Request) -> Call:
+    return Call(principal=None, lang=_lang(request), policy=get_policy())
+
+
+Authenticated = Annotated[Call, Depends(authenticated)]
+Admin = Annotated[Call, Depends(admin)]
+Anonymous = Annotated[Call, Depends(anonymous)]
+CursorParam = Annotated[str | None, Query(description="opaque cursor from next_cursor", max_length=64)]
+LimitParam = Annotated[int, Query(ge=1, le=200)]
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "s":
+            raise ValueError
+        seq = int(value)
+        if seq < 0 or seq > 2**62:
+            raise ValueError
+        return seq
+    except (ValueError, UnicodeDecodeError):
+        raise errors.ValidationFailed("cursor is not one this service gave out",
+                                      errors=[{"field": "cursor", "type": "invalid_cursor", "message": "bad cursor"}]) from None
+
+
+def page(items: list, *, limit: int, seq_of) -> str | None:
+    return encode_cursor(seq_of(items[-1])) if len(items) == limit else None

@@ -1,0 +1,50 @@
+"""Named jobs, run from the admin API (`POST /api/v1/admin/jobs/{job}/run`) and the CLI (`guanhao jobs run NAME`)."""
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from guanhao import idempotency
+from guanhao.http import Admin
+from guanhao.policy import Policy
+from guanhao.schemas import problem_responses
+from guanhao.upgrades import service as upgrades
+
+
+def _expire_confirmations(session: Session, policy: Policy, now: dt.datetime) -> int:
+    total = 0
+    while batch := upgrades.expire_confirmations(session, now=now, limit=500):
+        total += batch
+    return total
+
+
+def _purge_idempotency_keys(session: Session, policy: Policy, now: dt.datetime) -> int:
+    return idempotency.purge(session, now=now, retention=dt.timedelta(hours=policy.idempotency.retention_hours))
+
+
+JOBS: dict[str, Callable[[Session, Policy, dt.datetime], int]] = {
+    "expire-confirmations": _expire_confirmations,
+    "purge-idempotency-keys": _purge_idempotency_keys,
+}
+
+
+def run(session: Session, name: str, policy: Policy, now: dt.datetime) -> int:
+    return JOBS[name](session, policy, now)
+
+
+router = APIRouter(prefix="/admin", tags=["staff"])
+
+
+class JobResult(BaseModel):
+    job: str
+    processed: int
+
+
+@router.post("/jobs/{job}/run", response_model=JobResult, responses=problem_responses(401, 403, 404, 422))
+def run_job(job: Literal["expire-confirmations", "purge-idempotency-keys"], call: Admin):
+    with call.unit() as (session, now):
+        return {"job": job, "processed": run(session, job, call.policy, now)}

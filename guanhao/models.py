@@ -1,0 +1,16 @@
+"""Imports every ORM model so that metadata (Alembic, tests) sees all tables."""
+
+from guanhao.audit.models import AuditEntry
+from guanhao.auth.models import ApiKey
+from guanhao.clock import SandboxClock
+from guanhao.db import Base
+from guanhao.events.models import OutboxEvent
+from guanhao.idempotency import IdempotencyRecord
+from guanhao.sandbox.models import SmsMessage
+from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot
+
+__all__ = [
+    "AuditEntry", "ApiKey", "SandboxClock", "Base", "OutboxEvent", "IdempotencyRecord", "SmsMessage",
+    "Account", "Shop", "Subject", "Application", "Consent", "OfficialAccount", "Slot",
+]

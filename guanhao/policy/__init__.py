@@ -1,0 +1,175 @@
+"""The platform policy: every threshold, quota, window and limit of SPEC marked *policy*.
+
+One typed object, loaded once from a TOML file (the built-in `default.toml`, or the file
+named by GUANHAO_POLICY). A bad file stops the service at start with a message naming the key.
+"""
+
+import datetime as dt
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_POLICY_PATH = Path(__file__).with_name("default.toml")
+
+ShopType = Literal["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual", "personal"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TypeQuota(_Strict):
+    main: int = Field(ge=0, le=1)
+    vertical: int = Field(ge=0)
+    dedicated: int = Field(ge=0)
+
+
+class FollowerBonus(_Strict):
+    threshold: int = Field(ge=0)
+    vertical: int = Field(ge=0)
+    dedicated: int = Field(ge=0)
+
+
+class Quotas(_Strict):
+    enterprise: TypeQuota
+    individual_business: TypeQuota
+    personal: TypeQuota
+    cross_border: TypeQuota
+    follower_bonus: FollowerBonus
+
+    @model_validator(mode="after")
+    def _cross_border_has_no_vertical(self) -> "Quotas":
+        if self.cross_border.vertical != 0:
+            raise ValueError("quotas.cross_border.vertical must be 0 (SPEC R-31: cross-border subjects have no vertical slot)")
+        return self
+
+
+class Eligibility(_Strict):
+    shop_types: frozenset[ShopType]
+    max_violations_90d: int = Field(ge=0)
+    require_real_name: bool
+    allowed_shop_statuses: frozenset[Literal["active", "suspended", "closed"]]
+    allowed_account_statuses: frozenset[Literal["normal", "restricted", "banned"]]
+
+    @model_validator(mode="after")
+    def _personal_never(self) -> "Eligibility":
+        if "personal" in self.shop_types:
+            raise ValueError("eligibility.shop_types may not contain 'personal' (SPEC R-01)")
+        return self
+
+
+class Confirmation(_Strict):
+    ttl_hours: int = Field(gt=0)
+    agreement_version: str = Field(min_length=1)
+
+
+class Review(_Strict):
+    staff_review_min_followers: int | None = Field(default=None, ge=0)
+
+
+class Cancel(_Strict):
+    window_days: int = Field(ge=0)
+    allow_manual: bool
+
+
+class Posting(_Strict):
+    limit_before: int = Field(ge=0)
+    limit_after: int = Field(ge=0)
+    timezone: str
+
+
+class Operators(_Strict):
+    capacity: int = Field(ge=1)
+
+
+class AutoUpgrade(_Strict):
+    min_experience_score: float = Field(ge=0, le=5)
+
+
+class Sms(_Strict):
+    code_ttl_seconds: int = Field(gt=0)
+    max_attempts: int = Field(ge=1)
+    resend_cooldown_seconds: int = Field(ge=0)
+
+
+class Idempotency(_Strict):
+    retention_hours: int = Field(ge=24)
+    in_flight_timeout_seconds: int = Field(gt=0)
+
+
+class Policy(_Strict):
+    eligibility: Eligibility
+    quotas: Quotas
+    confirmation: Confirmation
+    review: Review
+    cancel: Cancel
+    posting: Posting
+    operators: Operators
+    auto_upgrade: AutoUpgrade
+    sms: Sms
+    idempotency: Idempotency
+    upgrade_deadline: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _deadline_has_offset(self) -> "Policy":
+        if self.upgrade_deadline is not None and self.upgrade_deadline.tzinfo is None:
+            raise ValueError("upgrade_deadline needs an offset, e.g. 2027-01-01T00:00:00+08:00")
+        return self
+
+    @property
+    def confirmation_ttl(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.confirmation.ttl_hours)
+
+    @property
+    def cancel_window(self) -> dt.timedelta:
+        return dt.timedelta(days=self.cancel.window_days)
+
+
+class PolicyError(Exception):
+    pass
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    path = path or DEFAULT_POLICY_PATH
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
+    try:
+        return Policy.model_validate(_coerce(raw))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {key}: {err['msg']}")
+        raise PolicyError(f"policy file {path} is invalid:\n" + "\n".join(lines)) from None
+
+
+def _coerce(raw: dict) -> dict:
+    # TOML has native dates and lists; the strict model wants frozensets and floats where declared.
+    out = dict(raw)
+    elig = out.get("eligibility")
+    if isinstance(elig, dict):
+        elig = dict(elig)
+        for key in ("shop_types", "allowed_shop_statuses", "allowed_account_statuses"):
+            if isinstance(elig.get(key), list):
+                elig[key] = frozenset(elig[key])
+        out["eligibility"] = elig
+    auto = out.get("auto_upgrade")
+    if isinstance(auto, dict) and isinstance(auto.get("min_experience_score"), int) and not isinstance(
+        auto.get("min_experience_score"), bool
+    ):
+        out["auto_upgrade"] = {**auto, "min_experience_score": float(auto["min_experience_score"])}
+    return out
+
+
+@lru_cache
+def get_policy() -> Policy:
+    from guanhao.settings import get_settings
+
+    return load_policy(get_settings().policy)

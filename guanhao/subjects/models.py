@@ -1,0 +1,75 @@
+"""Subjects (资质主体), shops (店铺) and Douyin accounts (抖音账号) as the platform syncs them in."""
+
+import datetime as dt
+
+from sqlalchemy import Boolean, CheckConstraint, Date, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from guanhao.db import Base, UTCDateTime
+
+SUBJECT_TYPES = ("enterprise", "individual_business", "personal")
+SHOP_TYPES = ("official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual", "personal")
+SHOP_STATUSES = ("active", "suspended", "closed")
+ACCOUNT_STATUSES = ("normal", "restricted", "banned")
+
+
+class Subject(Base):
+    __tablename__ = "subjects"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    cross_border: Mapped[bool] = mapped_column(Boolean, default=False)
+    license_number: Mapped[str | None] = mapped_column(String(64))
+    license_valid_until: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint(f"subject_type IN {SUBJECT_TYPES}", name="subject_type"),)
+
+
+class Shop(Base):
+    __tablename__ = "shops"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    shop_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    experience_score: Mapped[float] = mapped_column(Float)
+    # SPEC R-05: an account is the official account of at most one shop — held by this unique column.
+    official_account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(f"shop_type IN {SHOP_TYPES}", name="shop_type"),
+        CheckConstraint(f"status IN {SHOP_STATUSES}", name="status"),
+        CheckConstraint("experience_score >= 0 AND experience_score <= 5", name="experience_score"),
+    )
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nickname: Mapped[str] = mapped_column(String(200))
+    followers: Mapped[int] = mapped_column(Integer)
+    following: Mapped[int] = mapped_column(Integer, default=0)
+    posts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    real_name_verified: Mapped[bool] = mapped_column(Boolean)
+    violations_90d: Mapped[int] = mapped_column(Integer)
+    # Personal data: AES-GCM ciphertext only (guanhao.pii); id_hash is the keyed blind index.
+    login_phone_enc: Mapped[str] = mapped_column(Text)
+    holder_name_enc: Mapped[str] = mapped_column(Text)
+    holder_id_number_enc: Mapped[str] = mapped_column(Text)
+    holder_phone_enc: Mapped[str] = mapped_column(Text)
+    holder_id_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {ACCOUNT_STATUSES}", name="status"),
+        CheckConstraint("followers >= 0 AND following >= 0 AND posts >= 0 AND violations_90d >= 0", name="counts"),
+    )

@@ -1,0 +1,209 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+
+from guanhao import errors
+from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, page
+from guanhao.schemas import problem_responses
+from guanhao.settings import get_settings
+from guanhao.subjects import service as subjects
+from guanhao.subjects.models import Account, Subject
+from guanhao.upgrades import service
+from guanhao.upgrades.schemas import (
+    AccountTypeName,
+    AdminApplicationOut,
+    ApplicationList,
+    ApplicationOut,
+    ApproveIn,
+    ConfirmationOut,
+    EligibilityOut,
+    OfficialAccountOut,
+    QuotasOut,
+    StaffRejectIn,
+    SubmitIn,
+    application_out,
+    consent_out,
+    official_account_out,
+)
+
+router = APIRouter(tags=["upgrades"])
+holder_router = APIRouter(tags=["account holder"])
+staff_router = APIRouter(prefix="/admin", tags=["staff"])
+
+_READ = problem_responses(401, 403, 404, 422)
+_WRITE = problem_responses(400, 401, 403, 404, 409, 422)
+PAGE_SIZE = 50
+
+
+def _visible_shop(session, call, shop_id: str, *, lock: bool = False):
+    shop = subjects.get_shop(session, shop_id, lock=lock)
+    call.require_subject(shop.subject_id)
+    return shop
+
+
+def _visible_application(session, call, application_id: str, *, lock: bool = False):
+    app = service.get_application(session, application_id, lock=lock)
+    call.require_subject(app.subject_id)
+    return app
+
+
+@router.get("/shops/{shop_id}/official-account", response_model=OfficialAccountOut, responses=_READ)
+def get_official_account(shop_id: str, call: Authenticated):
+    with call.unit() as (session, now):
+        shop = _visible_shop(session, call, shop_id)
+        account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
+        return official_account_out(
+            shop, account, service.official_account(session, shop.id), service.active_application(session, shop.id),
+            call.policy, now=now,
+        )
+
+
+@router.get("/shops/{shop_id}/eligibility", response_model=EligibilityOut, responses=_READ)
+def get_eligibility(shop_id: str, call: Authenticated, account_type: Annotated[AccountTypeName | None, Query()] = None):
+    with call.unit() as (session, now):
+        shop = _visible_shop(session, call, shop_id)
+        checks, resolved = service.eligibility(session, shop, call.policy, now=now, account_type=account_type)
+        eligible = all(c.passed for c in checks)
+        return {
+            "eligible": eligible,
+            "resolved_account_type": resolved if eligible else None,
+            "checks": [c.render(call.lang) for c in checks],
+        }
+
+
+@router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
+def get_quotas(subject_id: str, call: Authenticated):
+    with call.unit() as (session, _now):
+        call.require_subject(subject_id)
+        subject = session.get(Subject, subject_id)
+        if subject is None:
+            raise errors.NotFound(f"subject {subject_id} not found")
+        return service.subject_quotas(session, subject, call.policy)
+
+
+@router.post(
+    "/shops/{shop_id}/upgrade-applications", status_code=201, response_model=ApplicationOut, responses=_WRITE
+)
+def submit_application(shop_id: str, body: SubmitIn, call: Authenticated):
+    with call.unit() as (session, now):
+        _visible_shop(session, call, shop_id)
+        app = service.submit(
+            session, shop_id, call.policy,
+            account_type=body.account_type,
+            operator=body.operator.person() if body.operator else None,
+            agree_terms=body.agree_terms,
+            actor=call.actor, now=now, public_url=get_settings().public_url,
+        )
+        return application_out(app, call.lang)
+
+
+@router.get("/upgrade-applications/{application_id}", response_model=ApplicationOut, responses=_READ)
+def get_application(application_id: str, call: Authenticated):
+    with call.unit() as (session, _now):
+        return application_out(_visible_application(session, call, application_id), call.lang)
+
+
+@router.get("/shops/{shop_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
+def list_applications(shop_id: str, call: Authenticated, cursor: CursorParam = None):
+    with call.unit() as (session, _now):
+        _visible_shop(session, call, shop_id)
+        apps = service.applications_for_shop(session, shop_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        return {"items": [application_out(a, call.lang) for a in apps], "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq)}
+
+
+@router.post("/upgrade-applications/{application_id}/withdraw", response_model=ApplicationOut, responses=_WRITE)
+def withdraw_application(application_id: str, call: Authenticated):
+    with call.unit() as (session, now):
+        _visible_application(session, call, application_id)
+        app = service.withdraw(session, application_id, actor=call.actor, now=now)
+        return application_out(app, call.lang)
+
+
+# ------------------------------------------------------------------ account holder (capability token)
+
+Token = Annotated[str, Path(min_length=20, max_length=100)]
+
+
+def _confirmation_out(session, app, policy, lang: str) -> dict:
+    shop = subjects.get_shop(session, app.shop_id)
+    subject = session.get(Subject, app.subject_id)
+    account = session.get(Account, app.account_id)
+    en = lang == "en"
+    return {
+        "application_id": app.id,
+        "status": app.status,
+        "expires_at": app.confirmation_expires_at,
+        "shop": {"shop_id": shop.id, "name": shop.name},
+        "subject": {"subject_id": subject.id, "name": subject.name},
+        "account": {"account_id": account.id, "nickname": account.nickname},
+        "agreement_version": policy.confirmation.agreement_version,
+        "what_changes": [
+            "The account's usage right belongs to the shop's qualification subject, not to a person"
+            if en else "抖音账号使用权归属店铺资质主体（企业资产），无法再归属个人",
+            "The shop can replace the operator and rebind the login phone" if en else "商家可更换运营人、换绑登录手机号",
+        ],
+        "what_stays": [
+            "Followers, following and content" if en else "粉丝、关注、发布内容不变",
+            "The binding between the account and the shop" if en else "抖音号与店铺的绑定关系不变",
+            "The subject behind the account" if en else "账号的资质主体不变",
+        ],
+    }
+
+
+@holder_router.get("/confirmations/{token}", response_model=ConfirmationOut, responses=problem_responses(404, 422))
+def get_confirmation(token: Token, call: Anonymous):
+    with call.unit() as (session, _now):
+        return _confirmation_out(session, service.by_token(session, token), call.policy, call.lang)
+
+
+@holder_router.post("/confirmations/{token}/accept", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422))
+def accept_confirmation(token: Token, call: Anonymous):
+    with call.unit() as (session, now):
+        app = service.accept(session, token, call.policy, now=now)
+        return _confirmation_out(session, app, call.policy, call.lang)
+
+
+@holder_router.post("/confirmations/{token}/decline", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422))
+def decline_confirmation(token: Token, call: Anonymous):
+    with call.unit() as (session, now):
+        app = service.decline(session, token, call.policy, now=now)
+        return _confirmation_out(session, app, call.policy, call.lang)
+
+
+# ------------------------------------------------------------------ staff
+
+
+def _admin_application_out(session, app, lang: str) -> dict:
+    token = service.confirmation_token(app)
+    return {
+        **application_out(app, lang),
+        "confirmation_url": service.confirmation_url(get_settings().public_url, token) if token else None,
+        "consents": [consent_out(c) for c in service.consents(session, app.id)],
+    }
+
+
+@staff_router.get("/upgrade-applications/{application_id}", response_model=AdminApplicationOut, responses=_READ)
+def admin_get_application(application_id: str, call: Admin):
+    with call.unit() as (session, _now):
+        return _admin_application_out(session, service.get_application(session, application_id), call.lang)
+
+
+@staff_router.get("/review-queue", response_model=ApplicationList, responses=_READ)
+def review_queue(call: Admin, cursor: CursorParam = None):
+    with call.unit() as (session, _now):
+        apps = service.review_queue(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        return {"items": [application_out(a, call.lang) for a in apps], "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq)}
+
+
+@staff_router.post("/upgrade-applications/{application_id}/approve", response_model=ApplicationOut, responses=_WRITE)
+def approve(application_id: str, call: Admin, body: Annotated[ApproveIn | None, Body()] = None):
+    with call.unit() as (session, now):
+        app = service.approve(session, application_id, call.policy, actor=call.actor, now=now)
+        return application_out(app, call.lang)
+
+
+@staff_router.post("/upgrade-applications/{application_id}/reject", response_model=ApplicationOut, responses=_WRITE)
+def reject(application_id: str, body: StaffRejectIn, call: Admin):
+    with call.unit() as (session, now):
+        app = service.staff_reject(session, application_id, reason=body.reason, actor=call.actor, now=now)
+        return application_out(app, call.lang)

@@ -1,0 +1,180 @@
+"""Upgrade applications (升级申请), their state machine, slot reservations and official-account records."""
+
+import datetime as dt
+from enum import StrEnum
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from guanhao.db import Base, UTCDateTime
+
+
+class State(StrEnum):
+    SUBMITTED = "submitted"
+    REVIEWING = "reviewing"
+    SUCCEEDED = "succeeded"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+    CANCELLED = "cancelled"
+
+
+# SPEC §3 flow diagram; any other transition is INVALID_TRANSITION (R-20).
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.SUBMITTED: frozenset({State.REVIEWING, State.REJECTED, State.EXPIRED, State.WITHDRAWN}),
+    State.REVIEWING: frozenset({State.SUCCEEDED, State.REJECTED}),
+    State.SUCCEEDED: frozenset({State.CANCELLED}),
+    State.REJECTED: frozenset(),
+    State.EXPIRED: frozenset(),
+    State.WITHDRAWN: frozenset(),
+    State.CANCELLED: frozenset(),
+}
+
+IN_PROGRESS = (State.SUBMITTED, State.REVIEWING)
+_IN_PROGRESS_SQL = "status IN ('submitted', 'reviewing')"
+
+
+class AccountType(StrEnum):
+    MAIN = "main"
+    VERTICAL = "vertical"
+    DEDICATED = "dedicated"
+
+
+FALLBACK_ORDER = (AccountType.MAIN, AccountType.VERTICAL, AccountType.DEDICATED)
+
+
+class Origin(StrEnum):
+    MANUAL = "manual"
+    AUTO = "auto"
+
+
+class Application(Base):
+    __tablename__ = "upgrade_applications"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    origin: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    account_type: Mapped[str] = mapped_column(String(16))
+    type_chosen: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[int] = mapped_column(Integer)
+    reasons: Mapped[list] = mapped_column(JSON, default=list)
+    # The operator named for the account once upgraded (the holder unless the merchant named another).
+    operator_is_holder: Mapped[bool] = mapped_column(Boolean, default=True)
+    operator_name_enc: Mapped[str] = mapped_column(Text)
+    operator_id_number_enc: Mapped[str] = mapped_column(Text)
+    operator_phone_enc: Mapped[str] = mapped_column(Text)
+    operator_id_hash: Mapped[str] = mapped_column(String(64))
+    # The holder's capability: a hash to find it, the token sealed so staff can read the link.
+    confirmation_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    confirmation_token_enc: Mapped[str | None] = mapped_column(Text)
+    confirmation_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    awaiting_staff: Mapped[bool] = mapped_column(Boolean, default=False)
+    wave_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("shop_id", "attempt"),
+        # SPEC R-19: at most one application per shop in progress — held by the database.
+        Index(
+            "uq_upgrade_applications_one_in_progress",
+            "shop_id",
+            unique=True,
+            sqlite_where=text(_IN_PROGRESS_SQL),
+            postgresql_where=text(_IN_PROGRESS_SQL),
+        ),
+        Index(
+            "ix_upgrade_applications_expiry",
+            "confirmation_expires_at",
+            sqlite_where=text("status = 'submitted'"),
+            postgresql_where=text("status = 'submitted'"),
+        ),
+        CheckConstraint(
+            "status IN ('submitted','reviewing','succeeded','rejected','expired','withdrawn','cancelled')",
+            name="status",
+        ),
+        CheckConstraint("account_type IN ('main','vertical','dedicated')", name="account_type"),
+        CheckConstraint("origin IN ('manual','auto')", name="origin"),
+        CheckConstraint("attempt >= 1", name="attempt"),
+    )
+
+
+class Slot(Base):
+    """A numbered place in a bounded pool: account-type quota of a subject, or an operator's capacity.
+
+    (pool, slot_no) is unique and slot_no is only ever chosen within 1..capacity, so no
+    concurrency can reserve past the bound (SPEC R-33, R-41).
+    """
+
+    __tablename__ = "slots"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pool: Mapped[str] = mapped_column(String(120))
+    slot_no: Mapped[int] = mapped_column(Integer)
+    application_id: Mapped[str] = mapped_column(ForeignKey("upgrade_applications.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("pool", "slot_no"),
+        CheckConstraint("slot_no >= 1", name="slot_no"),
+    )
+
+
+class OfficialAccount(Base):
+    """An upgraded account (店铺官方账号, enterprise-owned). One row per account (SPEC R-05, R-18)."""
+
+    __tablename__ = "official_accounts"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id"), unique=True)
+    subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"), index=True)
+    application_id: Mapped[str] = mapped_column(ForeignKey("upgrade_applications.id"), unique=True)
+    account_type: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(8))
+    upgraded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    cancel_deadline: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    operator_name_enc: Mapped[str] = mapped_column(Text)
+    operator_id_number_enc: Mapped[str] = mapped_column(Text)
+    operator_phone_enc: Mapped[str] = mapped_column(Text)
+    operator_id_hash: Mapped[str] = mapped_column(String(64), index=True)
+    operator_since: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # What a cancel restores (SPEC R-13).
+    login_phone_before_enc: Mapped[str] = mapped_column(Text)
+
+
+class Consent(Base):
+    """Who agreed to what, when, and the version of the agreement text they saw (SPEC R-15)."""
+
+    __tablename__ = "consents"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    application_id: Mapped[str] = mapped_column(ForeignKey("upgrade_applications.id"), index=True)
+    party: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(120))
+    agreement_version: Mapped[str] = mapped_column(String(40))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("party IN ('merchant','holder')", name="party"),
+        CheckConstraint("decision IN ('agreed','accepted','declined')", name="decision"),
+    )

@@ -1,0 +1,254 @@
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from guanhao import pii
+from guanhao.policy import Policy
+from guanhao.schemas import Bool, PersonIn, PersonOut, Reason, RequestBody
+from guanhao.subjects.models import Account, Shop
+from guanhao.upgrades import rules
+from guanhao.upgrades.models import Application, Consent, OfficialAccount, Origin, State
+
+AccountTypeName = Literal["main", "vertical", "dedicated"]
+StatusName = Literal["submitted", "reviewing", "succeeded", "rejected", "expired", "withdrawn", "cancelled"]
+StepState = Literal["done", "current", "pending", "failed", "skipped"]
+
+
+class SubmitIn(RequestBody):
+    account_type: AccountTypeName | None = Field(default=None, description="omit for main → vertical → dedicated in order")
+    operator: PersonIn | None = Field(default=None, description="omit to keep the holder's real-name identity as operator")
+    agree_terms: Bool = Field(description="the merchant accepts the upgrade agreement; must be true")
+
+
+class StaffRejectIn(RequestBody):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ApproveIn(RequestBody):
+    note: str | None = Field(default=None, max_length=500)
+
+
+class Step(BaseModel):
+    step: Literal["submitted", "holder_confirmation", "review", "result"]
+    state: StepState
+    at: dt.datetime | None
+
+
+class ApplicationOut(BaseModel):
+    application_id: str
+    shop_id: str
+    account_id: str
+    subject_id: str
+    origin: Literal["manual", "auto"]
+    status: StatusName
+    account_type: AccountTypeName
+    attempt: int
+    reasons: list[Reason]
+    awaiting_staff_review: bool
+    current_step: Literal["submitted", "holder_confirmation", "review", "result"]
+    operator: PersonOut
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    confirmation_expires_at: dt.datetime | None
+    steps: list[Step]
+
+
+class ConsentOut(BaseModel):
+    party: Literal["merchant", "holder"]
+    decision: Literal["agreed", "accepted", "declined"]
+    actor: str
+    agreement_version: str
+    at: dt.datetime
+
+
+class AdminApplicationOut(ApplicationOut):
+    confirmation_url: str | None
+    consents: list[ConsentOut]
+
+
+class ApplicationList(BaseModel):
+    items: list[ApplicationOut]
+    next_cursor: str | None = None
+
+
+class CheckOut(BaseModel):
+    code: str
+    passed: bool
+    evaluated: bool
+    message: str
+    fix: str | None
+
+
+class EligibilityOut(BaseModel):
+    eligible: bool
+    resolved_account_type: AccountTypeName | None
+    checks: list[CheckOut]
+
+
+class QuotaLine(BaseModel):
+    total: int
+    used: int
+
+
+class QuotasOut(BaseModel):
+    main: QuotaLine
+    vertical: QuotaLine
+    dedicated: QuotaLine
+
+
+class AccountBrief(BaseModel):
+    account_id: str
+    nickname: str
+    followers: int
+    login_phone: str
+
+
+class OfficialAccountOut(BaseModel):
+    shop_id: str
+    account: AccountBrief | None
+    upgrade_status: Literal["not_upgraded", "in_progress", "upgraded"]
+    account_type: AccountTypeName | None
+    ownership: Literal["personal", "enterprise"]
+    origin: Literal["manual", "auto"] | None
+    upgraded_at: dt.datetime | None
+    operator: PersonOut | None
+    daily_post_limit: int
+    can_cancel: bool
+    cancel_deadline: dt.datetime | None
+    can_sell_as_official: bool
+    upgrade_deadline: dt.datetime | None
+    active_application_id: str | None
+
+
+class ConfirmationOut(BaseModel):
+    application_id: str
+    status: StatusName
+    expires_at: dt.datetime | None
+    shop: dict
+    subject: dict
+    account: dict
+    agreement_version: str
+    what_changes: list[str]
+    what_stays: list[str]
+
+
+def render_reasons(reasons: list[dict], lang: str) -> list[dict]:
+    out = []
+    for r in reasons:
+        code = r["code"]
+        if code in rules.CATALOG:
+            out.append(rules.Check(code, False).reason(lang))
+        else:
+            from guanhao.upgrades.service import OUTCOME_REASONS
+
+            zh, en = OUTCOME_REASONS.get(code, (code, code))
+            message = r.get("text") or (en if lang == "en" else zh)
+            out.append({"code": code, "message": message, "fix": None})
+    return out
+
+
+def steps(app: Application) -> list[dict]:
+    """SPEC R-17: submitted → holder confirmation → review → result, with times."""
+    status = State(app.status)
+    auto = app.origin == Origin.AUTO
+    holder = {"step": "holder_confirmation", "state": "pending", "at": None}
+    review = {"step": "review", "state": "pending", "at": None}
+    result = {"step": "result", "state": "pending", "at": None}
+    declined_or_expired = status == State.EXPIRED or any(r["code"] == "HOLDER_DECLINED" for r in app.reasons)
+    if auto:
+        holder["state"] = review["state"] = "skipped"
+    elif status == State.SUBMITTED:
+        holder["state"] = "current"
+    elif status == State.WITHDRAWN:
+        holder["state"] = review["state"] = "skipped"
+    elif declined_or_expired:
+        holder.update(state="failed", at=app.confirmed_at or app.finished_at)
+        review["state"] = "skipped"
+    else:
+        holder.update(state="done", at=app.confirmed_at)
+    if not auto and not declined_or_expired and status not in (State.SUBMITTED, State.WITHDRAWN):
+        if status == State.REVIEWING:
+            review.update(state="current", at=app.reviewed_at)
+        elif status == State.REJECTED:
+            review.update(state="failed", at=app.finished_at)
+        else:
+            review.update(state="done", at=app.reviewed_at)
+    if status not in (State.SUBMITTED, State.REVIEWING):
+        result.update(state="failed" if status in (State.REJECTED, State.EXPIRED) else "done", at=app.finished_at)
+    return [{"step": "submitted", "state": "done", "at": app.created_at}, holder, review, result]
+
+
+def current_step(step_list: list[dict]) -> str:
+    for s in step_list:
+        if s["state"] == "current":
+            return s["step"]
+    return "result"
+
+
+def application_out(app: Application, lang: str) -> dict:
+    step_list = steps(app)
+    operator = pii.open_person(app.operator_name_enc, app.operator_id_number_enc, app.operator_phone_enc, context="person")
+    return {
+        "application_id": app.id,
+        "shop_id": app.shop_id,
+        "account_id": app.account_id,
+        "subject_id": app.subject_id,
+        "origin": app.origin,
+        "status": app.status,
+        "account_type": app.account_type,
+        "attempt": app.attempt,
+        "reasons": render_reasons(app.reasons, lang),
+        "awaiting_staff_review": app.awaiting_staff,
+        "current_step": current_step(step_list),
+        "operator": operator.masked(),
+        "created_at": app.created_at,
+        "updated_at": app.updated_at,
+        "confirmation_expires_at": app.confirmation_expires_at,
+        "steps": step_list,
+    }
+
+
+def consent_out(c: Consent) -> dict:
+    return {"party": c.party, "decision": c.decision, "actor": c.actor, "agreement_version": c.agreement_version, "at": c.at}
+
+
+def official_account_out(
+    shop: Shop,
+    account: Account | None,
+    record: OfficialAccount | None,
+    active: Application | None,
+    policy: Policy,
+    *,
+    now: dt.datetime,
+) -> dict:
+    v = pii.vault()
+    upgraded = record is not None
+    operator = None
+    if upgraded:
+        operator = pii.open_person(
+            record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
+        ).masked()
+    deadline = policy.upgrade_deadline
+    can_cancel = bool(upgraded and record.cancel_deadline is not None and now < record.cancel_deadline)
+    return {
+        "shop_id": shop.id,
+        "account": None if account is None else {
+            "account_id": account.id,
+            "nickname": account.nickname,
+            "followers": account.followers,
+            "login_phone": pii.mask_phone(v.decrypt(account.login_phone_enc, context="login_phone")),
+        },
+        "upgrade_status": "upgraded" if upgraded else ("in_progress" if active is not None else "not_upgraded"),
+        "account_type": record.account_type if upgraded else None,
+        "ownership": "enterprise" if upgraded else "personal",
+        "origin": record.origin if upgraded else None,
+        "upgraded_at": record.upgraded_at if upgraded else None,
+        "operator": operator,
+        "daily_post_limit": policy.posting.limit_after if upgraded else policy.posting.limit_before,
+        "can_cancel": can_cancel,
+        "cancel_deadline": record.cancel_deadline if upgraded else None,
+        "can_sell_as_official": account is not None and (upgraded or deadline is None or now < deadline),
+        "upgrade_deadline": deadline,
+        "active_application_id": active.id if active is not None else None,
+    }

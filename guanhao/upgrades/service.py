@@ -1,0 +1,510 @@
+"""The upgrade verbs: submit, accept, decline, approve, reject, withdraw, expire.
+
+Every state change goes through `_transition`, which locks the row, checks TRANSITIONS, stamps
+the time, writes the audit row and queues the outbox event — in the caller's transaction.
+"""
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from guanhao import clock, errors, pii
+from guanhao.audit import service as audit
+from guanhao.events import service as events
+from guanhao.policy import Policy
+from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.upgrades import quotas, rules
+from guanhao.upgrades.models import (
+    FALLBACK_ORDER,
+    IN_PROGRESS,
+    TRANSITIONS,
+    AccountType,
+    Application,
+    Consent,
+    OfficialAccount,
+    Origin,
+    State,
+)
+
+# Reason codes that are not eligibility checks: code → (zh-CN, en)
+OUTCOME_REASONS = {
+    "HOLDER_DECLINED": ("账号实名人拒绝了升级", "The account holder declined the upgrade"),
+    "CONFIRMATION_EXPIRED": ("账号实名人未在有效期内确认", "The account holder did not confirm in time"),
+    "STAFF_REJECTED": ("平台审核未通过", "Rejected by platform staff"),
+}
+
+# Codes that may stand alone as the error code of a refused submit (API.md: 409 list).
+_SPECIFIC_409 = {
+    "TYPE_QUOTA_EXHAUSTED", "QUOTA_EXHAUSTED", "VERTICAL_NOT_AVAILABLE", "APPLICATION_IN_PROGRESS",
+    "ALREADY_UPGRADED", "OPERATOR_LIMIT_REACHED",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    shop: Shop
+    subject: Subject
+    account: Account | None
+    facts: rules.Facts
+    operator_hash: str | None
+
+
+# ---------------------------------------------------------------- reading the world
+
+
+def bound_followers(session: Session, subject_id: str) -> int:
+    stmt = (
+        select(func.coalesce(func.sum(Account.followers), 0))
+        .select_from(Shop)
+        .join(Account, Shop.official_account_id == Account.id)
+        .where(Shop.subject_id == subject_id)
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def quota_facts(session: Session, subject: Subject, policy: Policy, *, excluding_application: str | None = None) -> rules.QuotaFacts:
+    totals = rules.quota_totals(
+        policy,
+        subject_type=subject.subject_type,
+        cross_border=subject.cross_border,
+        bound_followers=bound_followers(session, subject.id),
+    )
+    used = quotas.used_by_type(session, subject.id, excluding_application=excluding_application)
+    return rules.QuotaFacts(totals=totals, used=used, cross_border=subject.cross_border)
+
+
+def gather(
+    session: Session,
+    shop: Shop,
+    policy: Policy,
+    *,
+    now: dt.datetime,
+    explicit_type: str | None,
+    operator: pii.Person | None,
+    own: Application | None = None,
+) -> Context:
+    """The facts the rules need. With `own`, the application's own reservations are not counted (R-16)."""
+    subject = session.get(Subject, shop.subject_id)
+    account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
+    own_id = own.id if own is not None else None
+
+    in_progress = select(func.count()).select_from(Application).where(
+        Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS)
+    )
+    if own_id:
+        in_progress = in_progress.where(Application.id != own_id)
+
+    operator_hash = None
+    operator_used = None
+    if own is not None:
+        operator_hash = own.operator_id_hash
+    elif operator is not None:
+        operator_hash = operator.id_hash
+    elif account is not None:
+        operator_hash = account.holder_id_hash
+    if operator_hash is not None:
+        operator_used = quotas.used(session, quotas.operator_pool(operator_hash), excluding_application=own_id)
+
+    already = account is not None and session.get(OfficialAccount, account.id) is not None
+    facts = rules.Facts(
+        shop_type=shop.shop_type,
+        shop_status=shop.status,
+        license_valid_until=subject.license_valid_until,
+        today=clock.china_date(now),
+        account_bound=account is not None,
+        real_name_verified=account.real_name_verified if account else None,
+        account_status=account.status if account else None,
+        violations_90d=account.violations_90d if account else None,
+        already_upgraded=already,
+        other_in_progress=bool(session.scalar(in_progress)),
+        quota=quota_facts(session, subject, policy, excluding_application=own_id),
+        explicit_type=explicit_type,
+        operator_used=operator_used,
+        operator_capacity=policy.operators.capacity,
+    )
+    return Context(shop=shop, subject=subject, account=account, facts=facts, operator_hash=operator_hash)
+
+
+def eligibility(session: Session, shop: Shop, policy: Policy, *, now: dt.datetime, account_type: str | None) -> tuple[list[rules.Check], str | None]:
+    ctx = gather(session, shop, policy, now=now, explicit_type=account_type, operator=None)
+    return rules.evaluate(policy, ctx.facts)
+
+
+def subject_quotas(session: Session, subject: Subject, policy: Policy) -> dict:
+    q = quota_facts(session, subject, policy)
+    return {t.value: {"total": q.totals[t.value], "used": q.used[t.value]} for t in AccountType}
+
+
+def refusal(failures: list[rules.Check]) -> errors.DomainError:
+    """The error for failed checks; reasons carry codes only and are worded in the caller's language on the way out."""
+    reasons = [{"code": c.code} for c in failures]
+    codes = ", ".join(c.code for c in failures)
+    if len(failures) == 1 and failures[0].code in _SPECIFIC_409:
+        return errors.BY_CODE[failures[0].code](codes, reasons=reasons)
+    return errors.NotEligible(f"failed checks: {codes}", reasons=reasons)
+
+
+# ---------------------------------------------------------------- the state machine
+
+
+def _transition(
+    session: Session,
+    app: Application,
+    to: State,
+    *,
+    actor: str,
+    now: dt.datetime,
+    reasons: list[dict] | None = None,
+    action: str | None = None,
+) -> Application:
+    # Lock the row and read its state as committed; a concurrent verb waits here, then sees ours.
+    current = State(session.scalar(select(Application.status).where(Application.id == app.id).with_for_update()))
+    if to not in TRANSITIONS[current]:
+        raise errors.InvalidTransition(f"an application in state {current} cannot become {to}")
+    app.status = to.value
+    app.updated_at = now
+    if reasons is not None:
+        app.reasons = reasons
+    if to not in IN_PROGRESS:
+        app.finished_at = now
+    audit.record(
+        session, at=now, actor=actor, action=action or f"upgrade.{to.value}", target_kind="upgrade_application",
+        target_id=app.id, subject_id=app.subject_id, shop_id=app.shop_id, from_state=current.value, to_state=to.value,
+        detail={"reasons": [r["code"] for r in app.reasons]} if to == State.REJECTED else {},
+    )
+    events.emit(session, f"upgrade.{to.value}", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app))
+    session.flush()
+    return app
+
+
+def event_data(app: Application) -> dict:
+    return {
+        "application_id": app.id,
+        "shop_id": app.shop_id,
+        "account_id": app.account_id,
+        "subject_id": app.subject_id,
+        "origin": app.origin,
+        "status": app.status,
+        "account_type": app.account_type,
+        "attempt": app.attempt,
+        "reasons": [r["code"] for r in app.reasons],
+    }
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def submit(
+    session: Session,
+    shop_id: str,
+    policy: Policy,
+    *,
+    account_type: str | None,
+    operator: pii.Person | None,
+    agree_terms: bool,
+    actor: str,
+    now: dt.datetime,
+    public_url: str,
+) -> Application:
+    """SPEC R-10, R-15, R-19, R-32, R-33, R-40, R-41: a merchant's application, slots reserved at once."""
+    if not agree_terms:
+        raise errors.TermsNotAccepted("agree_terms must be true: the merchant must accept the upgrade agreement")
+    shop = session.get(Shop, shop_id, with_for_update=True)
+    if shop is None:
+        raise errors.NotFound(f"shop {shop_id} not found")
+    ctx = gather(session, shop, policy, now=now, explicit_type=account_type, operator=operator)
+    checks, resolved = rules.evaluate(policy, ctx.facts)
+    failures = rules.failed(checks)
+    if failures:
+        raise refusal(failures)
+
+    account = ctx.account
+    person = operator or pii.open_person(
+        account.holder_name_enc, account.holder_id_number_enc, account.holder_phone_enc, context="person"
+    )
+    sealed = pii.seal_person(person, context="person")
+    attempt = (session.scalar(select(func.max(Application.attempt)).where(Application.shop_id == shop.id)) or 0) + 1
+    token = secrets.token_urlsafe(32)
+    app = Application(
+        id="app_" + uuid.uuid4().hex[:20],
+        shop_id=shop.id,
+        account_id=account.id,
+        subject_id=shop.subject_id,
+        origin=Origin.MANUAL.value,
+        status=State.SUBMITTED.value,
+        account_type=resolved,
+        type_chosen=account_type is not None,
+        attempt=attempt,
+        reasons=[],
+        operator_is_holder=operator is None,
+        operator_name_enc=sealed["name_enc"],
+        operator_id_number_enc=sealed["id_number_enc"],
+        operator_phone_enc=sealed["phone_enc"],
+        operator_id_hash=sealed["id_hash"],
+        confirmation_token_hash=_token_hash(token),
+        confirmation_token_enc=pii.vault().encrypt(token, context="confirmation_token"),
+        confirmation_expires_at=now + policy.confirmation_ttl,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(app)
+            session.flush()
+    except IntegrityError:
+        raise errors.ApplicationInProgress("an upgrade application for this shop is already in progress") from None
+
+    app.account_type = _reserve_type(session, app, ctx, explicit=account_type, first=resolved, now=now)
+    if quotas.reserve(
+        session, quotas.operator_pool(sealed["id_hash"]), policy.operators.capacity,
+        application_id=app.id, account_id=account.id, now=now,
+    ) is None:
+        raise errors.OperatorLimitReached("the operator already runs the most official accounts allowed")
+
+    session.add(Consent(application_id=app.id, party="merchant", decision="agreed", actor=actor,
+                        agreement_version=policy.confirmation.agreement_version, at=now))
+    audit.record(
+        session, at=now, actor=actor, action="upgrade.submitted", target_kind="upgrade_application", target_id=app.id,
+        subject_id=app.subject_id, shop_id=app.shop_id, from_state=None, to_state=State.SUBMITTED.value,
+        detail={"account_type": app.account_type, "type_chosen": app.type_chosen, "attempt": attempt,
+                "operator": person.masked(), "agreement_version": policy.confirmation.agreement_version},
+    )
+    events.emit(session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app))
+    events.emit(
+        session, "upgrade.confirmation_requested", at=now, shop_id=app.shop_id, subject_id=app.subject_id,
+        data={**event_data(app), "confirmation_url": confirmation_url(public_url, token),
+              "expires_at": app.confirmation_expires_at.isoformat()},
+    )
+    _notify_holder(session, account, shop, token, public_url=public_url, now=now)
+    session.flush()
+    return app
+
+
+def _reserve_type(session: Session, app: Application, ctx: Context, *, explicit: str | None, first: str, now: dt.datetime) -> str:
+    totals = ctx.facts.quota.totals
+    order = [explicit] if explicit else [t.value for t in FALLBACK_ORDER][[t.value for t in FALLBACK_ORDER].index(first):]
+    for candidate in order:
+        pool = quotas.quota_pool(app.subject_id, candidate)
+        if quotas.reserve(session, pool, totals[candidate], application_id=app.id, account_id=app.account_id, now=now):
+            return candidate
+    if explicit:
+        raise errors.TypeQuotaExhausted(f"no {explicit} slot left for this subject")
+    raise errors.QuotaExhausted("no account-type slot left for this subject")
+
+
+def _notify_holder(session: Session, account: Account, shop: Shop, token: str, *, public_url: str, now: dt.datetime) -> None:
+    from guanhao.sandbox import sms
+
+    phone = pii.vault().decrypt(account.holder_phone_enc, context="person")
+    text = (
+        f"【抖店】店铺「{shop.name}」申请将您实名的抖音账号升级为店铺官方账号，"
+        f"请在抖音 App 内确认：{confirmation_url(public_url, token)}"
+    )
+    sms.get_sender().send(session, phone=phone, text=text, code=None, purpose="holder_confirmation", now=now)
+
+
+def confirmation_url(public_url: str, token: str) -> str:
+    return f"{public_url}/api/v1/confirmations/{token}"
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def by_token(session: Session, token: str, *, lock: bool = False) -> Application:
+    stmt = select(Application).where(Application.confirmation_token_hash == _token_hash(token))
+    app = session.scalar(stmt.with_for_update() if lock else stmt)
+    if app is None:
+        raise errors.NotFound("no such confirmation")
+    return app
+
+
+def accept(session: Session, token: str, policy: Policy, *, now: dt.datetime) -> Application:
+    """SPEC R-15, R-16: the holder consents; the review re-runs every check at once."""
+    app = by_token(session, token, lock=True)
+    _refuse_if_confirmation_closed(app, now)
+    session.add(Consent(application_id=app.id, party="holder", decision="accepted", actor="holder",
+                        agreement_version=policy.confirmation.agreement_version, at=now))
+    app.confirmed_at = now
+    _transition(session, app, State.REVIEWING, actor="holder", now=now)
+    return review(session, app, policy, now=now)
+
+
+def decline(session: Session, token: str, policy: Policy, *, now: dt.datetime) -> Application:
+    app = by_token(session, token, lock=True)
+    _refuse_if_confirmation_closed(app, now)
+    session.add(Consent(application_id=app.id, party="holder", decision="declined", actor="holder",
+                        agreement_version=policy.confirmation.agreement_version, at=now))
+    app.confirmed_at = now
+    _end(session, app, State.REJECTED, actor="holder", now=now, reasons=[{"code": "HOLDER_DECLINED"}])
+    return app
+
+
+def _refuse_if_confirmation_closed(app: Application, now: dt.datetime) -> None:
+    if app.status != State.SUBMITTED:
+        raise errors.InvalidTransition(f"the confirmation is closed: the application is {app.status}")
+    if app.confirmation_expires_at is not None and now >= app.confirmation_expires_at:
+        raise errors.InvalidTransition("the confirmation has expired")
+
+
+def review(session: Session, app: Application, policy: Policy, *, now: dt.datetime, actor: str = "system") -> Application:
+    """SPEC R-16: every check again, not counting the application's own reservations."""
+    app.reviewed_at = now
+    failures = recheck(session, app, policy, now=now)
+    if failures:
+        _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": c.code} for c in failures])
+        return app
+    threshold = policy.review.staff_review_min_followers
+    account = session.get(Account, app.account_id)
+    if threshold is not None and account.followers >= threshold:
+        app.awaiting_staff = True
+        audit.record(
+            session, at=now, actor=actor, action="upgrade.queued_for_staff_review", target_kind="upgrade_application",
+            target_id=app.id, subject_id=app.subject_id, shop_id=app.shop_id, from_state=app.status, to_state=app.status,
+            detail={"followers": account.followers, "threshold": threshold},
+        )
+        session.flush()
+        return app
+    return _succeed(session, app, policy, actor=actor, now=now)
+
+
+def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
+    shop = session.get(Shop, app.shop_id)
+    ctx = gather(session, shop, policy, now=now, explicit_type=app.account_type, operator=None, own=app)
+    checks, _ = rules.evaluate(policy, ctx.facts)
+    failures = rules.failed(checks)
+    if shop.official_account_id != app.account_id:
+        failures.insert(0, rules.Check("ACCOUNT_NOT_BOUND", False))
+    if not app.type_chosen:
+        failures = [rules.Check("QUOTA_EXHAUSTED", False) if c.code == "TYPE_QUOTA_EXHAUSTED" else c for c in failures]
+    return failures
+
+
+def approve(session: Session, application_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
+    app = get_application(session, application_id, lock=True)
+    if app.status != State.REVIEWING or not app.awaiting_staff:
+        raise errors.InvalidTransition(f"only applications waiting for staff review can be approved (this one is {app.status})")
+    failures = recheck(session, app, policy, now=now)
+    if failures:
+        raise refusal(failures)
+    app.awaiting_staff = False
+    return _succeed(session, app, policy, actor=actor, now=now)
+
+
+def staff_reject(session: Session, application_id: str, *, reason: str, actor: str, now: dt.datetime) -> Application:
+    app = get_application(session, application_id, lock=True)
+    if app.status != State.REVIEWING or not app.awaiting_staff:
+        raise errors.InvalidTransition(f"only applications waiting for staff review can be rejected (this one is {app.status})")
+    app.awaiting_staff = False
+    _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}])
+    return app
+
+
+def withdraw(session: Session, application_id: str, *, actor: str, now: dt.datetime) -> Application:
+    app = get_application(session, application_id, lock=True)
+    _end(session, app, State.WITHDRAWN, actor=actor, now=now)
+    return app
+
+
+def expire_confirmations(session: Session, *, now: dt.datetime, limit: int = 1000) -> int:
+    """The expire-confirmations job: submitted applications past their confirmation deadline."""
+    stmt = (
+        select(Application)
+        .where(Application.status == State.SUBMITTED.value, Application.confirmation_expires_at <= now)
+        .order_by(Application.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    count = 0
+    for app in session.scalars(stmt).all():
+        _end(session, app, State.EXPIRED, actor="job:expire-confirmations", now=now, reasons=[{"code": "CONFIRMATION_EXPIRED"}])
+        count += 1
+    return count
+
+
+def _end(session: Session, app: Application, to: State, *, actor: str, now: dt.datetime, reasons: list[dict] | None = None) -> None:
+    """An unsuccessful end: the transition, then the slot and the operator place are freed (R-33, R-41)."""
+    _transition(session, app, to, actor=actor, now=now, reasons=reasons)
+    quotas.release(session, application_id=app.id)
+
+
+def _succeed(session: Session, app: Application, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
+    account = session.get(Account, app.account_id)
+    _transition(session, app, State.SUCCEEDED, actor=actor, now=now)
+    cancellable = app.origin == Origin.AUTO or policy.cancel.allow_manual
+    session.add(
+        OfficialAccount(
+            account_id=app.account_id,
+            shop_id=app.shop_id,
+            subject_id=app.subject_id,
+            application_id=app.id,
+            account_type=app.account_type,
+            origin=app.origin,
+            upgraded_at=now,
+            cancel_deadline=now + policy.cancel_window if cancellable else None,
+            operator_name_enc=app.operator_name_enc,
+            operator_id_number_enc=app.operator_id_number_enc,
+            operator_phone_enc=app.operator_phone_enc,
+            operator_id_hash=app.operator_id_hash,
+            operator_since=now,
+            login_phone_before_enc=account.login_phone_enc,
+        )
+    )
+    session.flush()
+    return app
+
+
+# ---------------------------------------------------------------- reads
+
+
+def get_application(session: Session, application_id: str, *, lock: bool = False) -> Application:
+    stmt = select(Application).where(Application.id == application_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    app = session.scalar(stmt)
+    if app is None:
+        raise errors.NotFound(f"application {application_id} not found")
+    return app
+
+
+def active_application(session: Session, shop_id: str) -> Application | None:
+    return session.scalar(
+        select(Application).where(Application.shop_id == shop_id, Application.status.in_(IN_PROGRESS))
+    )
+
+
+def applications_for_shop(session: Session, shop_id: str, *, before_seq: int | None, limit: int) -> list[Application]:
+    stmt = select(Application).where(Application.shop_id == shop_id).order_by(Application.seq.desc()).limit(limit)
+    if before_seq is not None:
+        stmt = stmt.where(Application.seq < before_seq)
+    return list(session.scalars(stmt))
+
+
+def review_queue(session: Session, *, after_seq: int | None, limit: int) -> list[Application]:
+    stmt = (
+        select(Application)
+        .where(Application.status == State.REVIEWING.value, Application.awaiting_staff.is_(True))
+        .order_by(Application.seq)
+        .limit(limit)
+    )
+    if after_seq is not None:
+        stmt = stmt.where(Application.seq > after_seq)
+    return list(session.scalars(stmt))
+
+
+def consents(session: Session, application_id: str) -> list[Consent]:
+    return list(session.scalars(select(Consent).where(Consent.application_id == application_id).order_by(Consent.seq)))
+
+
+def official_account(session: Session, shop_id: str) -> OfficialAccount | None:
+    return session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id))
+
+
+def confirmation_token(app: Application) -> str | None:
+    return pii.vault().decrypt(app.confirmation_token_enc, context="confirmation_token")

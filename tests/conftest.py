@@ -1,0 +1,188 @@
+"""Test harness. The suite runs on SQLite by default and on PostgreSQL when
+GUANHAO_TEST_POSTGRES_URL is set (CI sets it, and then a failed connection fails the run).
+
+Each test gets an empty, migrated database: on SQLite a copy of a template file migrated once,
+on PostgreSQL a database per xdist worker, truncated between tests.
+"""
+
+import base64
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+TEST_PII_KEY = base64.b64encode(b"k" * 32).decode()
+TEST_HASH_KEY = base64.b64encode(b"h" * 32).decode()
+ADMIN_TOKEN = "test-admin-token-0123456789"
+POSTGRES_URL = os.environ.get("GUANHAO_TEST_POSTGRES_URL", "")
+
+os.environ.update(
+    GUANHAO_SANDBOX="1",
+    GUANHAO_ADMIN_TOKEN=ADMIN_TOKEN,
+    GUANHAO_PII_KEY=TEST_PII_KEY,
+    GUANHAO_HASH_KEY=TEST_HASH_KEY,
+    GUANHAO_PUBLIC_URL="http://testserver",
+)
+os.environ.pop("GUANHAO_POLICY", None)
+
+
+def reset_caches() -> None:
+    from guanhao import db, pii, policy, settings
+
+    settings.get_settings.cache_clear()
+    policy.get_policy.cache_clear()
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()
+    db.get_engine.cache_clear()
+    db._factory.cache_clear()
+    pii.reset_vault()
+
+
+def is_postgres() -> bool:
+    return bool(POSTGRES_URL)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory):
+    """('sqlite', template file) or ('postgresql', url of this worker's database), migrated once."""
+    from guanhao import migrate
+    from guanhao.db import make_engine
+
+    if is_postgres():
+        admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        name = f"guanhao_test_{_worker()}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except sa.exc.OperationalError as exc:
+            pytest.exit(f"GUANHAO_TEST_POSTGRES_URL is set but PostgreSQL cannot be reached: {exc}", returncode=3)
+        admin.dispose()
+        url = sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield "postgresql", url
+        admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        return
+    template = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    engine = make_engine(f"sqlite:///{template}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield "sqlite", template
+
+
+@pytest.fixture(autouse=True)
+def database(database_template, tmp_path, monkeypatch):
+    """An empty migrated database for this test; yields its URL."""
+    kind, source = database_template
+    monkeypatch.setenv("GUANHAO_VAR_DIR", str(tmp_path / "var"))
+    if kind == "sqlite":
+        target = tmp_path / "guanhao.sqlite3"
+        shutil.copyfile(source, target)
+        url = f"sqlite:///{target}"
+    else:
+        url = source
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            tables = conn.execute(
+                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
+            ).scalars().all()
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+    monkeypatch.setenv("GUANHAO_DATABASE_URL", url)
+    reset_caches()
+    yield url
+    reset_caches()
+
+
+@pytest.fixture
+def engine(database):
+    from guanhao.db import get_engine
+
+    return get_engine()
+
+
+@pytest.fixture
+def app(database):
+    from guanhao.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def api(client, admin_headers):
+    from tests.factories import Api
+
+    return Api(client, admin_headers)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(database):
+    """A real uvicorn server on a free port, in a thread of this process, against this test's database."""
+    import uvicorn
+
+    from guanhao.app import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                            limit_concurrency=1000)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def pytest_collection_modifyitems(config, items):
+    if is_postgres():
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set GUANHAO_TEST_POSTGRES_URL)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -60,7 +60,7 @@ def database_template(tmp_path_factory):
 
     if is_postgres():
         admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-        name = f"guanhao_test_{_worker()}"
+        name = f"guanhao_test_{_worker()}_{os.getpid()}"
         try:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -11,7 +11,7 @@ from prometheus_client import make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from guanhao import __version__, errors
-from guanhao.http import language
+from guanhao.http import allowed_methods, language
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.settings import get_settings
@@ -59,8 +59,9 @@ def _malformed() -> errors.DomainError:
 
 
 def _body_not_object(errs: list[dict]) -> bool:
-    # A JSON value that is not an object where an object is expected ("[]", "3"): malformed, not a field error.
-    return any(e.get("type") == "model_attributes_type" and tuple(e.get("loc", ())) == ("body",) for e in errs)
+    # A JSON value that is not an object where an object is expected ("[]", "3"), or no body at all where
+    # one is required: malformed, not a field error.
+    return any(e.get("type") in ("model_attributes_type", "missing") and tuple(e.get("loc", ())) == ("body",) for e in errs)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -69,7 +70,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
         return _problem_for(errors.NotFound("no such resource"), lang)
     if exc.status_code == 405:
         body = errors.problem("METHOD_NOT_ALLOWED", 405, lang, "method not allowed on this path")
-        return ProblemResponse(body, status_code=405)
+        # RFC 9110: a 405 lists every method the path allows (Starlette names only the first route's).
+        return ProblemResponse(body, status_code=405, headers={"Allow": ", ".join(sorted(allowed_methods(request.app, request.url.path)))})
     body = errors.problem("HTTP_ERROR", exc.status_code, lang, str(exc.detail))
     return ProblemResponse(body, status_code=exc.status_code)
 
@@ -147,6 +149,12 @@ def _openapi(app: FastAPI) -> dict:
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     for path, ops in schema["paths"].items():
         for method, op in ops.items():
+            # The bearer security scheme describes Authorization; a second, optional header parameter would not.
+            params = [p for p in op.get("parameters", []) if not (p["in"] == "header" and p["name"].lower() == "authorization")]
+            if params:
+                op["parameters"] = params
+            else:
+                op.pop("parameters", None)
             responses = op.setdefault("responses", {})
             for status, resp in list(responses.items()):
                 if status.startswith(("4", "5")):
@@ -156,7 +164,7 @@ def _openapi(app: FastAPI) -> dict:
             if method in ("post", "put", "patch", "delete"):
                 op.setdefault("parameters", []).append(
                     {"name": "Idempotency-Key", "in": "header", "required": False,
-                     "schema": {"type": "string", "maxLength": 255},
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                      "description": "same key + same request replays the first response"}
                 )
                 if op.get("requestBody"):

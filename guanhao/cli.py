@@ -55,7 +55,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
-    """Serve the API (and consoles); upgrades the schema first."""
+    """Serve the HTTP API; brings the database schema up to date first."""
     import uvicorn
 
     from guanhao import logs

@@ -111,7 +111,7 @@ def _print_access(console: Console, session, public_url: str) -> None:
     api = f"{public_url}/api/v1"
     console.print(f"\n[bold]Credentials (shown once; stored hashed)[/bold]\n"
                   f"  admin token:    {admin_token}\n"
-                  f"  merchant token: {merchant_token}   (subject subj-hz-tea, 杭州云栖茶业)\n")
+                  f"  merchant token: {merchant_token}   (subject subj-hz-tea, 杭州云栖茶业)\n", soft_wrap=True)
     console.print("[bold]Try[/bold]")
     lines = [
         f"curl -s {api}/shops/shop-1001/eligibility -H 'Authorization: Bearer {merchant_token}'",
@@ -125,4 +125,4 @@ def _print_access(console: Console, session, public_url: str) -> None:
         lines.append(f"curl -s -X POST {upgrades.confirmation_url(public_url, upgrades.confirmation_token(pending))}/accept")
     for line in lines:
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
-    console.print(f"\nOpenAPI: {api}/openapi.json   docs: {api}/docs\n")
+    console.print(f"\nOpenAPI: {api}/openapi.json   docs: {api}/docs\n", soft_wrap=True)

@@ -2,6 +2,7 @@
 
 import base64
 import datetime as dt
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,10 +60,10 @@ class Call:
         if self.principal is None or not self.principal.is_admin:
             raise errors.Forbidden("platform staff only")
 
-    def require_subject(self, subject_id: str) -> None:
-        """Another subject's object is indistinguishable from a missing one (R-62)."""
+    def require_subject(self, subject_id: str, *, what: str) -> None:
+        """Another subject's object is indistinguishable from a missing one (R-62): same code, same words."""
         if self.principal is None or not self.principal.can_see_subject(subject_id):
-            raise errors.NotFound("not found")
+            raise errors.NotFound(f"{what} not found")
 
 
 def _lang(request: Request) -> str:
@@ -117,3 +118,19 @@ def decode_cursor(cursor: str | None) -> int | None:
 
 def page(items: list, *, limit: int, seq_of) -> str | None:
     return encode_cursor(seq_of(items[-1])) if len(items) == limit else None
+
+
+_ROUTE_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def allowed_methods(app, path: str) -> set[str]:
+    """Every method some route serves on this path (the `Allow` of a 405)."""
+    table = _ROUTE_TABLES.get(app)
+    if table is None:
+        from fastapi.routing import iter_route_contexts
+        from starlette.routing import compile_path
+
+        table = [(compile_path(rc.path)[0], frozenset(rc.methods))
+                 for rc in iter_route_contexts(app.routes) if rc.path and rc.methods]
+        _ROUTE_TABLES[app] = table
+    return {m for regex, methods in table if regex.match(path) for m in methods}

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from guanhao import clock, errors
 from guanhao.auth.service import caller_scope
 from guanhao.db import Base, UTCDateTime, session_scope
+from guanhao.http import allowed_methods
 from guanhao.pii import vault
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -78,7 +79,10 @@ def _finish(caller: str, key: str, status: int, content_type: str | None, body: 
         record = session.get(IdempotencyRecord, (caller, key))
         if record is None:
             return
-        if status >= 500:
+        # Server errors may be retried. A 400 (body not JSON, answered before the token is checked) or a
+        # 401 (no or bad token) changed nothing and must not hold the key either: else a caller without a
+        # valid token could get IDEMPOTENCY_KEY_REUSED instead of 401.
+        if status >= 500 or status in (400, 401):
             session.delete(record)
         else:
             record.state, record.status_code, record.content_type = "done", status, content_type
@@ -107,10 +111,12 @@ class IdempotencyMiddleware:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         raw_key = headers.get(b"idempotency-key")
-        if raw_key is None:
+        # A method or path no route serves gets its plain 405/404 and uses up no key.
+        if raw_key is None or scope["method"] not in allowed_methods(scope["app"], scope["path"]):
             return await self.app(scope, receive, send)
         key = raw_key.decode("latin-1").strip().strip('"')
-        if not key or len(key) > MAX_KEY_LENGTH:
+        # The length limit applies to the header as sent (what the OpenAPI document states), quotes included.
+        if not key or len(raw_key) > MAX_KEY_LENGTH:
             return await self.render_error(
                 scope, receive, send, errors.ValidationFailed(f"Idempotency-Key must have 1 to {MAX_KEY_LENGTH} characters")
             )
@@ -162,6 +168,9 @@ class IdempotencyMiddleware:
             return await receive()
 
         captured = {"status": 500, "content_type": None, "body": b""}
+        # Held back until the key is recorded as done: a client that has the response and retries
+        # must get the replay, not IDEMPOTENCY_KEY_IN_FLIGHT.
+        held: list[dict] = []
 
         async def capture_send(message):
             if message["type"] == "http.response.start":
@@ -171,7 +180,7 @@ class IdempotencyMiddleware:
                         captured["content_type"] = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, replay_receive, capture_send)
@@ -181,6 +190,8 @@ class IdempotencyMiddleware:
         await anyio.to_thread.run_sync(
             _finish, caller, key, captured["status"], captured["content_type"], captured["body"]
         )
+        for message in held:
+            await send(message)
 
 
 def _canonical(body: bytes) -> bytes:

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-_ID_RE = re.compile(r"^\d{17}[\dX]$")
+_ID_RE = re.compile(r"\A[0-9]{17}[0-9X]\Z")
 # Mainland mobile numbers: 11 digits, 1[3-9]x; an optional +86 / 86 prefix is accepted and dropped.
-_PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
+_PHONE_RE = re.compile(r"\A1[3-9][0-9]{9}\Z")
 
 
 class InvalidIdNumber(ValueError):

@@ -1,8 +1,11 @@
 """Schema pieces shared by every domain's API: strict scalars, the person block, pages, problems."""
 
+import datetime as dt
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from fastapi import Path, Query
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from guanhao import pii
@@ -12,11 +15,52 @@ Int = Annotated[int, Field(strict=True)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
 Bool = Annotated[bool, Field(strict=True)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID_PATTERN)]
+# Ids in paths: the same shape as ids in bodies (synced ids are chosen by the platform, ≤ 64 characters).
+IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=_ID_PATTERN)]
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    # Pydantic alone also takes "0" or ".0" as a Unix timestamp: the document promises RFC 3339 with an offset.
+    if isinstance(value, dt.datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise PydanticCustomError("datetime_format", "give an RFC 3339 time with an offset, e.g. 2026-01-01T09:00:00+08:00")
+
+
+Rfc3339 = Annotated[dt.datetime, BeforeValidator(_rfc3339)]
+
+
+def _no_control_characters(value: Any) -> Any:
+    """NUL and other C0 control characters (but tab and newline) have no place in any text field,
+    and PostgreSQL cannot even store NUL: refuse them as invalid input, everywhere."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise ValueError("text may not contain control characters")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _no_control_characters(v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_control_characters(v)
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Ids in queries: the same shape as ids in paths.
+IdQuery = Annotated[str, Query(min_length=1, max_length=64, pattern=_ID_PATTERN)]
+ID_RE = re.compile(_ID_PATTERN)
 
 
 class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        return _no_control_characters(data)
 
 
 class PersonIn(RequestBody):

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from guanhao.audit import service
 from guanhao.http import Admin, CursorParam, decode_cursor, page
-from guanhao.schemas import problem_responses
+from guanhao.schemas import IdQuery, problem_responses
 
 router = APIRouter(prefix="/admin", tags=["staff"])
 PAGE_SIZE = 200
@@ -32,7 +32,7 @@ class AuditPage(BaseModel):
 
 
 @router.get("/audit", response_model=AuditPage, response_model_by_alias=True, responses=problem_responses(401, 403, 422))
-def audit_trail(call: Admin, target_id: Annotated[str | None, Query(max_length=64)] = None, cursor: CursorParam = None):
+def audit_trail(call: Admin, target_id: IdQuery | None = None, cursor: CursorParam = None):
     with call.unit() as (session, _now):
         rows = service.entries(session, target_id=target_id, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
         items = [

@@ -1,7 +1,6 @@
 """Who is calling: the admin token from the environment, or a stored API key."""
 
 import datetime as dt
-import hashlib
 import hmac
 import secrets
 import uuid
@@ -73,5 +72,6 @@ def authenticate(session: Session, authorization: str | None, *, admin_token: st
 
 def caller_scope(authorization: str | None, path: str) -> str:
     """A stable, non-reversible scope for Idempotency-Key records. Callers without a token
-    (account holders) are told apart by the capability in the path."""
-    return hashlib.sha256((authorization or f"anonymous:{path}").encode()).hexdigest()
+    (account holders) are told apart by the capability in the path. Keyed, like the API key hashes:
+    a plain digest of a guessable admin token would give the token away."""
+    return vault().blind_index(authorization or f"anonymous:{path}", kind="idempotency_caller")

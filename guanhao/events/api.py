@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 from guanhao.events import service
 from guanhao.http import Admin, CursorParam, decode_cursor, page
-from guanhao.schemas import problem_responses
+from guanhao.schemas import IdQuery, problem_responses
 
 router = APIRouter(prefix="/admin", tags=["staff"])
 
@@ -29,7 +29,7 @@ class EventPage(BaseModel):
 def outbox(
     call: Admin,
     cursor: CursorParam = None,
-    shop_id: Annotated[str | None, Query(max_length=64)] = None,
+    shop_id: IdQuery | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ):
     """The outbox in commit order. `next_cursor` is given whenever the page is full; poll with the last one."""

@@ -30,6 +30,8 @@ def _write_outbox(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
+    # Everything else first: a flush that waits on another transaction's row must not hold the outbox lock.
+    session.flush()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _OUTBOX_LOCK})
     session.add_all(OutboxEvent(**row) for row in pending)
@@ -48,3 +50,10 @@ def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id
     if shop_id is not None:
         stmt = stmt.where(OutboxEvent.shop_id == shop_id)
     return list(session.scalars(stmt))
+
+
+def emit_many(session: Session, rows: list[dict]) -> None:
+    """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data."""
+    pending = session.info.setdefault(_PENDING, [])
+    for row in rows:
+        pending.append({"event_id": "evt_" + uuid.uuid4().hex, **row})

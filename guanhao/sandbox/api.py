@@ -9,13 +9,13 @@ from pydantic import BaseModel, Field, field_validator
 from guanhao import clock, pii
 from guanhao.http import Admin
 from guanhao.sandbox import sms
-from guanhao.schemas import RequestBody, phone_value, problem_responses
+from guanhao.schemas import RequestBody, Rfc3339, phone_value, problem_responses
 
 router = APIRouter(prefix="/sandbox", tags=["sandbox"])
 
 
 class ClockIn(RequestBody):
-    now: dt.datetime = Field(description="RFC 3339 with offset")
+    now: Rfc3339 = Field(description="RFC 3339 with offset")
 
     @field_validator("now")
     @classmethod

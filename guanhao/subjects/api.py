@@ -2,7 +2,7 @@ from fastapi import APIRouter, Request, Response
 
 from guanhao import pii
 from guanhao.http import Admin
-from guanhao.schemas import problem_responses
+from guanhao.schemas import IdPath, problem_responses
 from guanhao.subjects import service
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import (
@@ -50,7 +50,7 @@ def account_out(a: Account) -> dict:
 
 
 @router.put("/subjects/{subject_id}", response_model=SubjectOut, responses={201: {"model": SubjectOut}, **_WRITE})
-def put_subject(subject_id: str, body: SubjectIn, call: Admin, response: Response):
+def put_subject(subject_id: IdPath, body: SubjectIn, call: Admin, response: Response):
     with call.unit() as (session, now):
         subject, created = service.put_subject(session, subject_id, body, actor=call.actor, now=now)
         response.status_code = 201 if created else 200
@@ -58,7 +58,7 @@ def put_subject(subject_id: str, body: SubjectIn, call: Admin, response: Respons
 
 
 @router.put("/shops/{shop_id}", response_model=ShopOut, responses={201: {"model": ShopOut}, **_WRITE})
-def put_shop(shop_id: str, body: ShopIn, call: Admin, response: Response):
+def put_shop(shop_id: IdPath, body: ShopIn, call: Admin, response: Response):
     with call.unit() as (session, now):
         shop, created = service.put_shop(session, shop_id, body, actor=call.actor, now=now)
         response.status_code = 201 if created else 200
@@ -66,7 +66,7 @@ def put_shop(shop_id: str, body: ShopIn, call: Admin, response: Response):
 
 
 @router.put("/accounts/{account_id}", response_model=AccountOut, responses={201: {"model": AccountOut}, **_WRITE})
-def put_account(account_id: str, body: AccountIn, call: Admin, response: Response):
+def put_account(account_id: IdPath, body: AccountIn, call: Admin, response: Response):
     with call.unit() as (session, now):
         account, created = service.put_account(session, account_id, body, actor=call.actor, now=now)
         response.status_code = 201 if created else 200
@@ -74,7 +74,7 @@ def put_account(account_id: str, body: AccountIn, call: Admin, response: Respons
 
 
 @router.put("/shops/{shop_id}/official-account", response_model=BindingOut, responses=_WRITE)
-def put_binding(shop_id: str, body: BindingIn, call: Admin):
+def put_binding(shop_id: IdPath, body: BindingIn, call: Admin):
     with call.unit() as (session, now):
         shop = service.bind(session, shop_id, body, actor=call.actor, now=now)
         return {"shop_id": shop.id, "account_id": shop.official_account_id}
@@ -86,7 +86,8 @@ def put_binding(shop_id: str, body: BindingIn, call: Admin):
     responses=_WRITE,
     openapi_extra={
         "requestBody": {
-            "required": True,
+            # An empty body is zero lines: accepted, nothing imported.
+            "required": False,
             "content": {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object a line"}}},
         }
     },

@@ -13,6 +13,7 @@ from guanhao import errors, pii
 from guanhao.audit import service as audit
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
+from guanhao.schemas import ID_RE
 from guanhao.upgrades.models import IN_PROGRESS, Application, OfficialAccount
 
 SYNC_ACTOR = "platform-sync"
@@ -194,15 +195,15 @@ def _import_one(session: Session, raw: bytes, *, actor: str, now: dt.datetime) -
     try:
         if kind == "binding":
             shop_id = obj.pop("shop_id", None)
-            if not isinstance(shop_id, str) or not shop_id:
-                raise _LineError("VALIDATION_ERROR", "shop_id: required")
+            if not isinstance(shop_id, str) or len(shop_id) > 64 or not ID_RE.fullmatch(shop_id):
+                raise _LineError("VALIDATION_ERROR", "shop_id: required, an id of 1 to 64 letters, digits or _.:-")
             bind(session, shop_id, BindingIn.model_validate(obj), actor=actor, now=now)
             return
         if kind not in _KINDS:
             raise _LineError("VALIDATION_ERROR", "kind: must be subject, shop, account or binding")
         object_id = obj.pop("id", None)
-        if not isinstance(object_id, str) or not object_id or len(object_id) > 64:
-            raise _LineError("VALIDATION_ERROR", "id: required, a string of 1 to 64 characters")
+        if not isinstance(object_id, str) or len(object_id) > 64 or not ID_RE.fullmatch(object_id):
+            raise _LineError("VALIDATION_ERROR", "id: required, an id of 1 to 64 letters, digits or _.:-")
         schema, verb = _KINDS[kind]
         verb(session, object_id, schema.model_validate(obj), actor=actor, now=now)
     except ValidationError as exc:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Body, Path, Query
 
 from guanhao import errors
 from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, page
-from guanhao.schemas import problem_responses
+from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Subject
@@ -37,18 +37,18 @@ PAGE_SIZE = 50
 
 def _visible_shop(session, call, shop_id: str, *, lock: bool = False):
     shop = subjects.get_shop(session, shop_id, lock=lock)
-    call.require_subject(shop.subject_id)
+    call.require_subject(shop.subject_id, what=f"shop {shop_id}")
     return shop
 
 
 def _visible_application(session, call, application_id: str, *, lock: bool = False):
     app = service.get_application(session, application_id, lock=lock)
-    call.require_subject(app.subject_id)
+    call.require_subject(app.subject_id, what=f"application {application_id}")
     return app
 
 
 @router.get("/shops/{shop_id}/official-account", response_model=OfficialAccountOut, responses=_READ)
-def get_official_account(shop_id: str, call: Authenticated):
+def get_official_account(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
         account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
@@ -59,7 +59,7 @@ def get_official_account(shop_id: str, call: Authenticated):
 
 
 @router.get("/shops/{shop_id}/eligibility", response_model=EligibilityOut, responses=_READ)
-def get_eligibility(shop_id: str, call: Authenticated, account_type: Annotated[AccountTypeName | None, Query()] = None):
+def get_eligibility(shop_id: IdPath, call: Authenticated, account_type: Annotated[AccountTypeName | None, Query()] = None):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
         checks, resolved = service.eligibility(session, shop, call.policy, now=now, account_type=account_type)
@@ -72,9 +72,9 @@ def get_eligibility(shop_id: str, call: Authenticated, account_type: Annotated[A
 
 
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
-def get_quotas(subject_id: str, call: Authenticated):
+def get_quotas(subject_id: IdPath, call: Authenticated):
     with call.unit() as (session, _now):
-        call.require_subject(subject_id)
+        call.require_subject(subject_id, what=f"subject {subject_id}")
         subject = session.get(Subject, subject_id)
         if subject is None:
             raise errors.NotFound(f"subject {subject_id} not found")
@@ -84,7 +84,7 @@ def get_quotas(subject_id: str, call: Authenticated):
 @router.post(
     "/shops/{shop_id}/upgrade-applications", status_code=201, response_model=ApplicationOut, responses=_WRITE
 )
-def submit_application(shop_id: str, body: SubmitIn, call: Authenticated):
+def submit_application(shop_id: IdPath, body: SubmitIn, call: Authenticated):
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
         app = service.submit(
@@ -98,13 +98,13 @@ def submit_application(shop_id: str, body: SubmitIn, call: Authenticated):
 
 
 @router.get("/upgrade-applications/{application_id}", response_model=ApplicationOut, responses=_READ)
-def get_application(application_id: str, call: Authenticated):
+def get_application(application_id: IdPath, call: Authenticated):
     with call.unit() as (session, _now):
         return application_out(_visible_application(session, call, application_id), call.lang)
 
 
 @router.get("/shops/{shop_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
-def list_applications(shop_id: str, call: Authenticated, cursor: CursorParam = None):
+def list_applications(shop_id: IdPath, call: Authenticated, cursor: CursorParam = None):
     with call.unit() as (session, _now):
         _visible_shop(session, call, shop_id)
         apps = service.applications_for_shop(session, shop_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
@@ -112,7 +112,7 @@ def list_applications(shop_id: str, call: Authenticated, cursor: CursorParam = N
 
 
 @router.post("/upgrade-applications/{application_id}/withdraw", response_model=ApplicationOut, responses=_WRITE)
-def withdraw_application(application_id: str, call: Authenticated):
+def withdraw_application(application_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         _visible_application(session, call, application_id)
         app = service.withdraw(session, application_id, actor=call.actor, now=now)
@@ -183,7 +183,7 @@ def _admin_application_out(session, app, lang: str) -> dict:
 
 
 @staff_router.get("/upgrade-applications/{application_id}", response_model=AdminApplicationOut, responses=_READ)
-def admin_get_application(application_id: str, call: Admin):
+def admin_get_application(application_id: IdPath, call: Admin):
     with call.unit() as (session, _now):
         return _admin_application_out(session, service.get_application(session, application_id), call.lang)
 
@@ -196,14 +196,24 @@ def review_queue(call: Admin, cursor: CursorParam = None):
 
 
 @staff_router.post("/upgrade-applications/{application_id}/approve", response_model=ApplicationOut, responses=_WRITE)
-def approve(application_id: str, call: Admin, body: Annotated[ApproveIn | None, Body()] = None):
+def approve(application_id: IdPath, call: Admin, body: Annotated[ApproveIn | None, Body()] = None):
     with call.unit() as (session, now):
         app = service.approve(session, application_id, call.policy, actor=call.actor, now=now)
         return application_out(app, call.lang)
 
 
 @staff_router.post("/upgrade-applications/{application_id}/reject", response_model=ApplicationOut, responses=_WRITE)
-def reject(application_id: str, body: StaffRejectIn, call: Admin):
+def reject(application_id: IdPath, body: StaffRejectIn, call: Admin):
     with call.unit() as (session, now):
         app = service.staff_reject(session, application_id, reason=body.reason, actor=call.actor, now=now)
         return application_out(app, call.lang)
+
+
+@router.post("/shops/{shop_id}/official-account/cancel-upgrade", response_model=OfficialAccountOut, responses=_WRITE)
+def cancel_upgrade(shop_id: IdPath, call: Authenticated):
+    """取消升级: an auto upgrade, within the cancel window (SPEC R-12, R-13)."""
+    with call.unit() as (session, now):
+        shop = _visible_shop(session, call, shop_id)
+        service.cancel(session, shop_id, call.policy, actor=call.actor, now=now)
+        account = session.get(Account, shop.official_account_id)
+        return official_account_out(shop, account, None, None, call.policy, now=now)

@@ -6,6 +6,7 @@ from enum import StrEnum
 from sqlalchemy import (
     JSON,
     Boolean,
+    Float,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -178,3 +179,39 @@ class Consent(Base):
         CheckConstraint("party IN ('merchant','holder')", name="party"),
         CheckConstraint("decision IN ('agreed','accepted','declined')", name="decision"),
     )
+
+
+class Wave(Base):
+    """An auto-upgrade wave (系统自动升级, SPEC R-11). Its counters change in the same transaction as
+    the chunk of shops they count, so a killed wave resumes with exact figures."""
+
+    __tablename__ = "auto_upgrade_waves"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(12))  # running | done | failed
+    limit: Mapped[int] = mapped_column(Integer)
+    min_experience_score: Mapped[float] = mapped_column(Float)
+    scanned: Mapped[int] = mapped_column(Integer, default=0)
+    upgraded: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    skip_reasons: Mapped[dict] = mapped_column(JSON, default=dict)
+    started_by: Mapped[str] = mapped_column(String(120))
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running','done','failed')", name="status"),
+        CheckConstraint('"limit" >= 0 AND upgraded <= "limit"', name="limit"),
+    )
+
+
+class WaveSkip(Base):
+    """A shop a wave looked at and left, with why; a resumed wave does not look at it again."""
+
+    __tablename__ = "auto_upgrade_wave_skips"
+
+    wave_id: Mapped[str] = mapped_column(ForeignKey("auto_upgrade_waves.id"), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))

@@ -155,7 +155,8 @@ def quota_totals(policy: Policy, *, subject_type: str, cross_border: bool, bound
 def resolve_type(quota: QuotaFacts, explicit: str | None) -> tuple[str | None, str | None]:
     """SPEC R-32: (type, None) or (None, failure code). An explicit full type never falls back."""
     if explicit is not None:
-        if explicit == AccountType.VERTICAL and quota.totals["vertical"] == 0:
+        # R-31: cross-border subjects have no vertical type at all; elsewhere a vertical total of 0 is a full type.
+        if explicit == AccountType.VERTICAL and quota.cross_border:
             return None, "VERTICAL_NOT_AVAILABLE"
         if quota.used[explicit] >= quota.totals[explicit]:
             return None, "TYPE_QUOTA_EXHAUSTED"
@@ -199,4 +200,6 @@ def evaluate(policy: Policy, facts: Facts) -> tuple[list[Check], str | None]:
 
 
 def failed(checks: list[Check]) -> list[Check]:
-    return [c for c in checks if not c.passed]
+    """The failures to report. A check not evaluated (no bound account) is not a reason of its own:
+    ACCOUNT_NOT_BOUND, which always fails with it, is."""
+    return [c for c in checks if not c.passed and c.evaluated]

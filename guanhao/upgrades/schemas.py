@@ -1,7 +1,7 @@
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from guanhao import pii
 from guanhao.policy import Policy
@@ -18,11 +18,14 @@ StepState = Literal["done", "current", "pending", "failed", "skipped"]
 class SubmitIn(RequestBody):
     account_type: AccountTypeName | None = Field(default=None, description="omit for main → vertical → dedicated in order")
     operator: PersonIn | None = Field(default=None, description="omit to keep the holder's real-name identity as operator")
-    agree_terms: Bool = Field(description="the merchant accepts the upgrade agreement; must be true")
+    # `const` tells clients what the service enforces; false is refused as TERMS_NOT_ACCEPTED, not VALIDATION_ERROR.
+    agree_terms: Bool = Field(description="the merchant accepts the upgrade agreement; must be true",
+                              json_schema_extra={"const": True})
 
 
 class StaffRejectIn(RequestBody):
-    reason: str = Field(min_length=1, max_length=500)
+    # Shown to the merchant as the rejection reason: blank is no reason.
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 class ApproveIn(RequestBody):

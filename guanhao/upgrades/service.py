@@ -176,7 +176,7 @@ def _transition(
     audit.record(
         session, at=now, actor=actor, action=action or f"upgrade.{to.value}", target_kind="upgrade_application",
         target_id=app.id, subject_id=app.subject_id, shop_id=app.shop_id, from_state=current.value, to_state=to.value,
-        detail={"reasons": [r["code"] for r in app.reasons]} if to == State.REJECTED else {},
+        detail={"reasons": app.reasons} if reasons else {},
     )
     events.emit(session, f"upgrade.{to.value}", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app))
     session.flush()
@@ -394,6 +394,7 @@ def approve(session: Session, application_id: str, policy: Policy, *, actor: str
     if failures:
         raise refusal(failures)
     app.awaiting_staff = False
+    app.reviewed_at = now
     return _succeed(session, app, policy, actor=actor, now=now)
 
 
@@ -402,6 +403,7 @@ def staff_reject(session: Session, application_id: str, *, reason: str, actor: s
     if app.status != State.REVIEWING or not app.awaiting_staff:
         raise errors.InvalidTransition(f"only applications waiting for staff review can be rejected (this one is {app.status})")
     app.awaiting_staff = False
+    app.reviewed_at = now
     _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}])
     return app
 
@@ -508,3 +510,35 @@ def official_account(session: Session, shop_id: str) -> OfficialAccount | None:
 
 def confirmation_token(app: Application) -> str | None:
     return pii.vault().decrypt(app.confirmation_token_enc, context="confirmation_token")
+
+
+def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
+    """取消升级 (SPEC R-12, R-13): within the window of an auto upgrade, back to exactly the state before."""
+    record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
+    if record is None:
+        raise errors.NotUpgraded("the shop's official account is not upgraded")
+    if record.origin == Origin.MANUAL and not policy.cancel.allow_manual:
+        raise errors.CancelNotAllowed("a manual upgrade cannot be cancelled")
+    if record.cancel_deadline is None or now >= record.cancel_deadline:
+        raise errors.CancelWindowClosed(
+            f"the upgrade could be cancelled until {record.cancel_deadline.isoformat() if record.cancel_deadline else 'never'}"
+        )
+    app = get_application(session, record.application_id, lock=True)
+    account = session.get(Account, record.account_id, with_for_update=True)
+    operator = pii.open_person(record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc,
+                               context="person")
+    _transition(session, app, State.CANCELLED, actor=actor, now=now)
+    # R-13: personal ownership, the holder, no operator, the login phone from before, the slot freed.
+    account.login_phone_enc = record.login_phone_before_enc
+    account.updated_at = now
+    quotas.release(session, application_id=app.id)
+    session.delete(record)
+    audit.record(
+        session, at=now, actor=actor, action="official_account.cancelled", target_kind="account",
+        target_id=record.account_id, subject_id=record.subject_id, shop_id=record.shop_id,
+        from_state="upgraded", to_state="not_upgraded",
+        detail={"application_id": app.id, "origin": record.origin, "account_type": record.account_type,
+                "operator_removed": operator.masked()},
+    )
+    session.flush()
+    return app

@@ -1,0 +1,98 @@
+"""The audit trail (SPEC R-20, R-60): every change recorded, readable by staff, append-only at the database."""
+
+import pytest
+import sqlalchemy as sa
+
+from tests.factories import person
+
+
+def test_r60_sync_is_audited(api):
+    subject_id, shop_id, account_id = api.ready_shop()
+    api.subject(subject_id, name="改名后的主体")
+    [created, updated] = api.audit(subject_id)
+    assert (created["action"], updated["action"]) == ("subject.created", "subject.updated")
+    assert created["actor"].startswith("admin:")
+    shop_trail = [a["action"] for a in api.audit(shop_id)]
+    assert shop_trail == ["shop.created", "shop.official_account_bound"]
+    bound = api.audit(shop_id)[1]
+    assert (bound["from"], bound["to"]) == (None, account_id)
+    assert [a["action"] for a in api.audit(account_id)] == ["account.created"]
+    for row in api.audit(shop_id) + api.audit(account_id):
+        assert {"at", "actor", "action", "target_id", "from", "to"} <= set(row)
+        assert row["at"].endswith(("Z", "+00:00"))
+
+
+def test_r50_account_audit_holds_the_holder_masked_only(api):
+    holder = person(name="赵钱孙")
+    _, _, account_id = api.ready_shop(holder=holder)
+    [row] = api.audit(account_id)
+    text = str(row)
+    assert holder["id_number"] not in text and holder["phone"] not in text and "赵钱孙" not in text
+    assert row["detail"]["holder"]["name"] == "赵**"
+
+
+def test_r20_transitions_are_audited_with_who_when_from_to_why(api):
+    subject_id, shop_id, _ = api.ready_shop()
+    merchant = api.merchant(subject_id)
+    app_id = api.submit(shop_id, merchant).json()["application_id"]
+    assert api.decline(app_id).status_code == 200
+    trail = api.audit(app_id)
+    assert [(a["from"], a["to"]) for a in trail] == [(None, "submitted"), ("submitted", "rejected")]
+    assert trail[0]["actor"].startswith("merchant:")
+    assert trail[1]["actor"] == "holder"
+    assert all(a["target_id"] == app_id for a in trail)
+    assert "HOLDER_DECLINED" in str(trail[1]["detail"])
+
+    second = api.submit(shop_id, merchant).json()["application_id"]
+    r = api.client.post(f"/api/v1/upgrade-applications/{second}/withdraw", headers=merchant)
+    assert r.status_code == 200, r.text
+    assert [(a["from"], a["to"]) for a in api.audit(second)] == [(None, "submitted"), ("submitted", "withdrawn")]
+
+
+def test_r20_staff_decisions_are_audited(api):
+    subject_id, shop_id, _ = api.ready_shop(account_fields={"followers": 2_000_000})
+    app = api.upgrade(shop_id)
+    assert app["status"] == "reviewing"
+    r = api.client.post(f"/api/v1/admin/upgrade-applications/{app['application_id']}/reject",
+                        json={"reason": "资料不符"}, headers=api.admin)
+    assert r.status_code == 200, r.text
+    last = api.audit(app["application_id"])[-1]
+    assert (last["from"], last["to"]) == ("reviewing", "rejected")
+    assert last["actor"].startswith("admin:")
+
+
+def test_r60_a_refused_transition_writes_no_audit_row(api):
+    subject_id, shop_id, _ = api.ready_shop()
+    app_id = api.submit(shop_id).json()["application_id"]
+    before = api.audit(app_id)
+    r = api.client.post(f"/api/v1/admin/upgrade-applications/{app_id}/approve", headers=api.admin)
+    assert r.status_code == 409
+    assert api.audit(app_id) == before
+
+
+def test_audit_is_staff_only(api):
+    subject_id = api.subject()
+    r = api.client.get("/api/v1/admin/audit", params={"target_id": subject_id}, headers=api.merchant(subject_id))
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET action = 'forged'",
+        "UPDATE audit_log SET actor = 'someone-else' WHERE seq = 1",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_log WHERE seq = 1",
+    ],
+)
+def test_r60_audit_log_is_append_only_at_the_database(api, engine, statement):
+    subject_id = api.subject()
+    before = api.audit(subject_id)
+    assert before
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    assert api.audit(subject_id) == before
+    # appending still works
+    api.subject(subject_id, name="再次同步")
+    assert len(api.audit(subject_id)) == len(before) + 1

@@ -1,0 +1,182 @@
+"""The `guanhao` command (issue: serve, db upgrade, demo-data, api-keys create, jobs run NAME).
+
+Every command reads the database from GUANHAO_DATABASE_URL, which the `database` fixture points at
+this test's database.
+"""
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from guanhao.cli import app as cli
+from tests.conftest import reset_caches
+
+runner = CliRunner()
+GUANHAO = Path(sys.executable).with_name("guanhao")
+
+
+def run(*args: str):
+    reset_caches()
+    result = runner.invoke(cli, list(args))
+    reset_caches()
+    return result
+
+
+def test_db_upgrade_brings_the_schema_to_head(database):
+    result = run("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert "schema up to date" in result.output
+    with sa.create_engine(database).connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def test_db_upgrade_creates_a_fresh_sqlite_database(tmp_path, monkeypatch):
+    target = tmp_path / "fresh" / "guanhao.sqlite3"
+    monkeypatch.setenv("GUANHAO_DATABASE_URL", f"sqlite:///{target}")
+    result = run("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert target.exists()
+
+
+def test_api_keys_create_prints_a_token_that_works(api, client):
+    subject_id, shop_id, _ = api.ready_shop()
+    result = run("api-keys", "create", "--role", "merchant", "--subject", subject_id)
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1]
+    assert token.startswith("gh_mch_")
+
+    merchant = {"Authorization": f"Bearer {token}"}
+    assert client.get(f"/api/v1/shops/{shop_id}/eligibility", headers=merchant).status_code == 200
+    # R-62: bound to its subject, and not staff.
+    assert client.get("/api/v1/admin/review-queue", headers=merchant).status_code == 403
+
+
+def test_api_keys_create_admin_key(client):
+    result = run("api-keys", "create", "--role", "admin", "--label", "ops")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1]
+    r = client.get("/api/v1/admin/review-queue", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("args", [
+    ["--role", "merchant", "--subject", "no-such-subject"],
+    ["--role", "merchant"],
+    ["--role", "emperor"],
+])
+def test_api_keys_create_refuses_bad_input(args):
+    result = run("api-keys", "create", *args)
+    assert result.exit_code != 0
+    assert not result.stdout.strip()
+
+
+def test_jobs_run_expire_confirmations_expires_overdue_applications(api):
+    """SPEC R-15: an application whose holder did not answer within the TTL expires."""
+    from guanhao import clock
+    from guanhao.db import session_scope
+    from guanhao.policy import get_policy
+    from guanhao.upgrades import service as upgrades
+
+    _, overdue_shop, _ = api.ready_shop()
+    _, fresh_shop, _ = api.ready_shop()
+    with session_scope() as session:
+        now = clock.now(session)
+        overdue = upgrades.submit(session, overdue_shop, get_policy(), account_type=None, operator=None,
+                                  agree_terms=True, actor="test", now=now - dt.timedelta(days=8),
+                                  public_url="http://testserver")
+        fresh = upgrades.submit(session, fresh_shop, get_policy(), account_type=None, operator=None,
+                                agree_terms=True, actor="test", now=now - dt.timedelta(hours=1),
+                                public_url="http://testserver")
+
+    result = run("jobs", "run", "expire-confirmations")
+    assert result.exit_code == 0, result.output
+    assert "processed 1" in result.output
+
+    assert api.application(overdue.id)["status"] == "expired"
+    assert api.application(fresh.id)["status"] == "submitted"
+    assert "upgrade.expired" in [e["type"] for e in api.events(shop_id=overdue_shop)]
+
+    again = run("jobs", "run", "expire-confirmations")
+    assert again.exit_code == 0 and "processed 0" in again.output
+
+
+def test_jobs_run_unknown_job_exits_non_zero():
+    result = run("jobs", "run", "make-coffee")
+    assert result.exit_code != 0
+    assert "unknown job" in result.output
+
+
+def test_demo_data_loads_every_state_once(client, admin_headers):
+    result = run("demo-data")
+    assert result.exit_code == 0, result.output
+    assert "admin token:" in result.output and "merchant token:" in result.output
+
+    statuses = {}
+    for shop_id in ("shop-1001", "shop-1002", "shop-1003", "shop-1004", "shop-2001", "shop-2002", "shop-3001",
+                    "shop-4001", "shop-4002"):
+        items = client.get(f"/api/v1/shops/{shop_id}/upgrade-applications", headers=admin_headers).json()["items"]
+        statuses[shop_id] = items[0]["status"] if items else None
+    assert set(statuses.values()) >= {None, "submitted", "succeeded", "reviewing", "rejected", "expired", "withdrawn"}
+    assert client.get("/api/v1/shops/shop-4001/eligibility", headers=admin_headers).json()["eligible"] is False
+    assert client.get("/api/v1/shops/shop-1001/eligibility", headers=admin_headers).json()["eligible"] is True
+
+    # The printed merchant token works.
+    merchant_token = next(line.split(":", 1)[1].split()[0] for line in result.output.splitlines()
+                          if "merchant token:" in line)
+    r = client.get("/api/v1/shops/shop-1001/official-account", headers={"Authorization": f"Bearer {merchant_token}"})
+    assert r.status_code == 200
+
+    second = run("demo-data")
+    assert second.exit_code == 0, second.output
+    assert "loaded already" in second.output
+    items = client.get("/api/v1/shops/shop-1002/upgrade-applications", headers=admin_headers).json()["items"]
+    assert len(items) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_really_serves(tmp_path):
+    port = _free_port()
+    env = os.environ | {
+        "GUANHAO_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        "GUANHAO_VAR_DIR": str(tmp_path / "var"),
+    }
+    proc = subprocess.Popen([str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "guanhao serve did not answer within 30 s"
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert r.json()["status"] == "ok"
+        # The schema was brought up to date first: an authenticated read works.
+        token = os.environ["GUANHAO_ADMIN_TOKEN"]
+        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/admin/review-queue",
+                      headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert r.status_code == 200, r.text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,6 +1,7 @@
 """The ASGI application: routers, problem+json errors, idempotency, logs and metrics."""
 
 import json
+from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request
@@ -89,9 +90,26 @@ async def _render_raw(scope, receive, send, exc: errors.DomainError):
     await response(scope, receive, send)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    worker = None
+    if get_settings().deliver_webhooks:
+        from guanhao.policy import get_policy
+        from guanhao.webhooks import worker as webhooks
+
+        worker = webhooks.start_thread(get_policy())
+        log.info("webhooks.worker_started")
+    yield
+    if worker is not None:
+        thread, stop = worker
+        stop.set()
+        thread.join(timeout=15)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
+        lifespan=_lifespan,
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
         version=__version__,
         openapi_url=f"{API}/openapi.json",
@@ -108,7 +126,11 @@ def create_app() -> FastAPI:
     from guanhao.auth import api as auth_api
     from guanhao.events import api as events_api
     from guanhao.subjects import api as subjects_api
+    from guanhao.operators import api as operators_api
+    from guanhao.posting import api as posting_api
     from guanhao.upgrades import api as upgrades_api
+    from guanhao.upgrades import waves_api
+    from guanhao.webhooks import api as webhooks_api
 
     for router in (
         subjects_api.router,
@@ -119,6 +141,10 @@ def create_app() -> FastAPI:
         events_api.router,
         auth_api.router,
         jobs.router,
+        operators_api.router,
+        posting_api.router,
+        waves_api.router,
+        webhooks_api.router,
     ):
         app.include_router(router, prefix=API)
     if settings.sandbox:

@@ -1,4 +1,4 @@
-"""The `guanhao` command: serve, db upgrade, demo-data, api-keys create, jobs run."""
+"""The `guanhao` command: serve, db upgrade, demo-data, api-keys create, jobs run, waves, events deliver, audit verify."""
 
 from typing import Annotated
 
@@ -13,7 +13,13 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="api-keys")
+waves_app = typer.Typer(help="Auto-upgrade waves (系统自动升级).", no_args_is_help=True)
+events_app = typer.Typer(help="Outbox events and webhook delivery.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(waves_app, name="waves")
+app.add_typer(events_app, name="events")
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 
@@ -54,9 +60,16 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    deliver_webhooks: Annotated[bool, typer.Option(help="also run the webhook delivery worker in this process")] = False,
 ) -> None:
     """Serve the HTTP API; brings the database schema up to date first."""
+    import os
+
     import uvicorn
+
+    if deliver_webhooks:
+        os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "1"
+        get_settings.cache_clear()
 
     from guanhao import logs
 
@@ -124,6 +137,193 @@ def demo_data(
     _startup_checks()
     _upgrade_schema()
     demo.load(console, reset=reset)
+
+
+
+
+
+# ---------------------------------------------------------------- waves
+
+
+def _summary(title: str, scanned: int, upgraded: int, skipped: int, reasons: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("shops", justify="right")
+    table.add_row("scanned (看过)", f"{scanned:,}")
+    table.add_row("upgraded (已升级)", f"{upgraded:,}")
+    table.add_row("skipped (跳过)", f"{skipped:,}")
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", f"{count:,}")
+    console.print(table)
+
+
+def _candidates(min_score: float) -> int:
+    from sqlalchemy import exists, func, select
+
+    from guanhao.db import session_scope
+    from guanhao.subjects.models import Shop
+    from guanhao.upgrades.models import OfficialAccount
+
+    with session_scope() as session:
+        return session.scalar(
+            select(func.count()).select_from(Shop)
+            .where(Shop.experience_score >= min_score, ~exists().where(OfficialAccount.shop_id == Shop.id))
+        ) or 0
+
+
+def _work(wave_id: str, *, chunk: int, quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from guanhao.db import session_scope
+    from guanhao.policy import get_policy
+    from guanhao.upgrades import waves
+
+    with session_scope() as session:
+        wave = waves.get(session, wave_id)
+        limit, min_score = wave.limit, wave.min_experience_score
+    total = _candidates(min_score)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[line]}"),
+                  TimeElapsedColumn(), console=console, disable=quiet) as progress:
+        task = progress.add_task(f"wave {wave_id}", total=total, line="")
+
+        def report(w) -> None:
+            progress.update(task, completed=w.scanned, line=f"upgraded {w.upgraded:,}/{limit:,}  skipped {w.skipped:,}")
+
+        wave = waves.work(wave_id, get_policy(), chunk=chunk, progress=report)
+    _summary(f"wave {wave.id}: {wave.status}", wave.scanned, wave.upgraded, wave.skipped, wave.skip_reasons)
+    if wave.status == "failed":
+        raise typer.Exit(1)
+
+
+@waves_app.command("run")
+def waves_run(
+    limit: Annotated[int, typer.Option(min=0, help="the most upgrades this wave makes")],
+    min_score: Annotated[float | None, typer.Option(min=0, max=5, help="minimum experience score (default: policy)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="report what the wave would do; write nothing")] = False,
+    chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 500,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Start an auto-upgrade wave and work it to the end (SPEC R-11)."""
+    from guanhao import clock
+    from guanhao.db import session_scope
+    from guanhao.policy import get_policy
+    from guanhao.upgrades import waves
+
+    _startup_checks()
+    _upgrade_schema()
+    policy = get_policy()
+    if dry_run:
+        from rich.progress import Progress
+
+        with Progress(console=console, disable=quiet) as progress:
+            task = progress.add_task("dry run", total=None)
+            outcome = waves.simulate(policy, limit=limit, min_score=min_score, chunk=chunk,
+                                     progress=lambda o: progress.update(task, completed=o.scanned))
+        _summary("dry run (nothing written)", outcome.scanned, outcome.upgraded, outcome.skipped, dict(outcome.reasons))
+        return
+    with session_scope() as session:
+        wave = waves.start(session, limit=limit, min_score=min_score, policy=policy, actor="cli", now=clock.now(session))
+        wave_id = wave.id
+    console.print(f"wave {wave_id} started (resume it with: guanhao waves resume {wave_id})")
+    print(wave_id, flush=True)
+    _work(wave_id, chunk=chunk, quiet=quiet)
+
+
+@waves_app.command("resume")
+def waves_resume(
+    wave_id: Annotated[str, typer.Argument(help="the wave to resume, or to join as one more worker")],
+    chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 500,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Resume a wave after a crash, or join a running one as another worker (they never take the same shop)."""
+    from guanhao import clock
+    from guanhao.db import session_scope
+    from guanhao.errors import NotFound
+    from guanhao.upgrades import waves
+
+    _startup_checks()
+    _upgrade_schema()
+    try:
+        with session_scope() as session:
+            waves.reopen(session, wave_id, now=clock.now(session))
+    except NotFound:
+        console.print(f"[red]no wave {wave_id}[/red]")
+        raise typer.Exit(2) from None
+    _work(wave_id, chunk=chunk, quiet=quiet)
+
+
+@waves_app.command("show")
+def waves_show(wave_id: Annotated[str, typer.Argument()]) -> None:
+    """A wave's figures."""
+    from guanhao.db import session_scope
+    from guanhao.errors import NotFound
+    from guanhao.upgrades import waves
+
+    _startup_checks()
+    try:
+        with session_scope() as session:
+            w = waves.get(session, wave_id)
+            _summary(f"wave {w.id}: {w.status} (limit {w.limit:,}, min score {w.min_experience_score})",
+                     w.scanned, w.upgraded, w.skipped, w.skip_reasons)
+    except NotFound:
+        console.print(f"[red]no wave {wave_id}[/red]")
+        raise typer.Exit(2) from None
+
+
+# ---------------------------------------------------------------- events, audit
+
+
+@events_app.command("deliver")
+def events_deliver(
+    once: Annotated[bool, typer.Option(help="one round, then exit")] = False,
+    interval: Annotated[float, typer.Option(min=0.05, help="seconds between rounds when idle")] = 1.0,
+) -> None:
+    """Deliver the outbox to the registered webhook endpoints (signed, retried, in order per shop)."""
+    import signal
+    import threading
+
+    import httpx
+
+    from guanhao import logs
+    from guanhao.policy import get_policy
+    from guanhao.webhooks import worker
+
+    _startup_checks()
+    _upgrade_schema()
+    logs.configure(get_settings().log_level)
+    policy = get_policy()
+    if once:
+        with httpx.Client() as client:
+            tally = worker.run_once(policy, client)
+        console.print(f"queued {tally.queued}, delivered {tally.delivered}, retrying {tally.retrying}, dead {tally.dead}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    console.print("delivering webhooks; Ctrl-C to stop")
+    tally = worker.run(policy, stop, interval=interval)
+    console.print(f"delivered {tally.delivered}, dead {tally.dead}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk every subject's hash chain; report the first broken link."""
+    from guanhao.audit import service as audit
+    from guanhao.db import session_scope
+
+    _startup_checks()
+    _upgrade_schema()
+    with console.status("verifying the audit trail…") as status, session_scope() as session:
+        result = audit.verify(session, progress=lambda n: status.update(f"verified {n:,} rows…"))
+    if result.ok:
+        console.print(f"[green]audit trail intact[/green]: {result.rows:,} rows in {result.chains:,} chains")
+        return
+    b = result.first_break
+    console.print(f"[red]audit trail broken[/red] at seq {b.seq} (chain {b.chain}): {b.problem}")
+    print(f"BROKEN seq={b.seq} chain={b.chain}")
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,17 @@ def is_postgres(session_or_engine) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+COMMIT_ORDER_LOCK = 0x6775616E68616F  # "guanhao"
+
+
+def take_commit_order_lock(session: Session) -> None:
+    """Serialises the last step of writing transactions, so that rows written under it (outbox
+    events, the audit chain) get sequence numbers in commit order. Held until commit; PostgreSQL
+    only — SQLite serialises writers already (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": COMMIT_ORDER_LOCK})
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))

@@ -6,11 +6,15 @@ from guanhao.clock import SandboxClock
 from guanhao.db import Base
 from guanhao.events.models import OutboxEvent
 from guanhao.idempotency import IdempotencyRecord
+from guanhao.operators.models import PendingChange
+from guanhao.posting.models import PostingCounter
 from guanhao.sandbox.models import SmsMessage
 from guanhao.subjects.models import Account, Shop, Subject
-from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot
+from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot, Wave, WaveSkip
+from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AuditEntry", "ApiKey", "SandboxClock", "Base", "OutboxEvent", "IdempotencyRecord", "SmsMessage",
-    "Account", "Shop", "Subject", "Application", "Consent", "OfficialAccount", "Slot",
+    "Account", "Shop", "Subject", "Application", "Consent", "OfficialAccount", "Slot", "Wave", "WaveSkip",
+    "PendingChange", "PostingCounter", "WebhookDelivery", "WebhookEndpoint",
 ]

@@ -11,8 +11,9 @@ from pydantic_core import PydanticCustomError
 from guanhao import pii
 
 # Strict where lax parsing would accept what the schema does not say (false as 0, "5" as 5).
-Int = Annotated[int, Field(strict=True)]
-NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+INT32_MAX = 2_147_483_647  # the columns are 32-bit on PostgreSQL
+Int = Annotated[int, Field(strict=True, ge=-INT32_MAX, le=INT32_MAX)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 Bool = Annotated[bool, Field(strict=True)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     hash_key: str = ""
     public_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
+    # Run the webhook delivery worker inside `serve` (also: `serve --deliver-webhooks`).
+    deliver_webhooks: bool = False
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)
 

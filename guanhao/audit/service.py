@@ -1,11 +1,26 @@
-"""The audit trail: one `record` verb; rows are never changed afterwards."""
+"""The audit trail: `record` (and `record_many`); rows are never changed afterwards.
+
+Rows are queued in the session and written just before commit, under the commit-order lock, so
+each subject's rows form a hash chain in commit order: row_hash = SHA-256 over the previous
+row_hash of the same chain and the row's own canonical content. `verify` walks the chains and
+names the first row whose content or link does not match.
+"""
 
 import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
 from guanhao.audit.models import AuditEntry
+from guanhao.db import take_commit_order_lock
+
+GENESIS = "0" * 64
+NO_SUBJECT = "-"
+_PENDING = "guanhao.audit"
 
 
 def record(
@@ -21,21 +36,74 @@ def record(
     from_state: str | None = None,
     to_state: str | None = None,
     detail: dict | None = None,
-) -> AuditEntry:
-    entry = AuditEntry(
-        at=at,
-        actor=actor,
-        action=action,
-        target_kind=target_kind,
-        target_id=target_id,
-        subject_id=subject_id,
-        shop_id=shop_id,
-        from_state=from_state,
-        to_state=to_state,
-        detail=detail or {},
-    )
-    session.add(entry)
-    return entry
+) -> None:
+    session.info.setdefault(_PENDING, []).append({
+        "at": at, "actor": actor, "action": action, "target_kind": target_kind, "target_id": target_id,
+        "subject_id": subject_id, "shop_id": shop_id, "from_state": from_state, "to_state": to_state,
+        "detail": detail or {},
+    })
+
+
+def record_many(session: Session, rows: list[dict]) -> None:
+    """Bulk form of `record` (waves): dicts with the same keyword names."""
+    pending = session.info.setdefault(_PENDING, [])
+    pending.extend({"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}, **row}
+                   for row in rows)
+
+
+def canonical(row: dict) -> bytes:
+    at = row["at"].astimezone(dt.UTC).isoformat(timespec="microseconds")
+    content = {
+        "at": at, "actor": row["actor"], "action": row["action"], "target_kind": row["target_kind"],
+        "target_id": row["target_id"], "subject_id": row["subject_id"], "shop_id": row["shop_id"],
+        "from": row["from_state"], "to": row["to_state"], "detail": row["detail"],
+    }
+    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def row_hash(prev_hash: str, row: dict) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(row)).hexdigest()
+
+
+def chain_of(subject_id: str | None) -> str:
+    return subject_id or NO_SUBJECT
+
+
+@event.listens_for(Session, "before_commit")
+def _write_trail(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    session.flush()
+    take_commit_order_lock(session)
+    chains = sorted({chain_of(r["subject_id"]) for r in pending})
+    heads = _heads(session, chains)
+    for row in pending:
+        chain = chain_of(row["subject_id"])
+        prev = heads.get(chain, GENESIS)
+        row["chain"], row["prev_hash"] = chain, prev
+        row["row_hash"] = heads[chain] = row_hash(prev, row)
+    session.execute(insert(AuditEntry), pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_trail(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _heads(session: Session, chains: list[str]) -> dict[str, str]:
+    heads: dict[str, str] = {}
+    for start in range(0, len(chains), 500):
+        part = chains[start:start + 500]
+        last = (
+            select(AuditEntry.chain, func.max(AuditEntry.seq).label("seq"))
+            .where(AuditEntry.chain.in_(part))
+            .group_by(AuditEntry.chain)
+            .subquery()
+        )
+        stmt = select(AuditEntry.chain, AuditEntry.row_hash).join(last, AuditEntry.seq == last.c.seq)
+        heads.update(dict(session.execute(stmt).all()))
+    return heads
 
 
 def entries(session: Session, *, target_id: str | None, after_seq: int | None, limit: int) -> list[AuditEntry]:
@@ -47,9 +115,61 @@ def entries(session: Session, *, target_id: str | None, after_seq: int | None, l
     return list(session.scalars(stmt))
 
 
-def record_many(session: Session, rows: list[dict]) -> None:
-    """Bulk form of `record` for waves: the same columns, one statement."""
-    from sqlalchemy import insert
+def as_row(entry: AuditEntry) -> dict:
+    return {
+        "at": entry.at, "actor": entry.actor, "action": entry.action, "target_kind": entry.target_kind,
+        "target_id": entry.target_id, "subject_id": entry.subject_id, "shop_id": entry.shop_id,
+        "from_state": entry.from_state, "to_state": entry.to_state, "detail": entry.detail,
+    }
 
-    if rows:
-        session.execute(insert(AuditEntry), [{"detail": {}, **row} for row in rows])
+
+@dataclass(frozen=True)
+class Break:
+    seq: int
+    chain: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    rows: int
+    chains: int
+    first_break: Break | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_break is None
+
+
+def verify(session: Session, *, progress=None) -> Verification:
+    """Recomputes every chain in seq order; reports the first row that does not match."""
+    heads: dict[str, str] = {}
+    count = 0
+    for entry in _stream(session):
+        count += 1
+        if progress is not None and count % 10_000 == 0:
+            progress(count)
+        expected_prev = heads.get(entry.chain, GENESIS)
+        if entry.chain != chain_of(entry.subject_id):
+            return Verification(count, len(heads), Break(entry.seq, entry.chain, "row moved to another chain"))
+        if entry.prev_hash != expected_prev:
+            return Verification(count, len(heads), Break(entry.seq, entry.chain, "link to the previous row broken (row removed or reordered)"))
+        if row_hash(expected_prev, as_row(entry)) != entry.row_hash:
+            return Verification(count, len(heads), Break(entry.seq, entry.chain, "content does not match its hash (row edited)"))
+        heads[entry.chain] = entry.row_hash
+    return Verification(count, len(heads), None)
+
+
+def _stream(session: Session) -> Iterator[AuditEntry]:
+    last = 0
+    while True:
+        batch = list(session.scalars(select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(5000)))
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1].seq
+        session.expunge_all()
+
+
+def chain_rows(session: Session, subject_id: str) -> list[AuditEntry]:
+    return list(session.scalars(select(AuditEntry).where(AuditEntry.chain == chain_of(subject_id)).order_by(AuditEntry.seq)))

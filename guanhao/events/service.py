@@ -8,13 +8,13 @@ SQLite serialises writers already (BEGIN IMMEDIATE in guanhao.db).
 import datetime as dt
 import uuid
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
+from guanhao.db import take_commit_order_lock
 from guanhao.events.models import OutboxEvent
 
 _PENDING = "guanhao.outbox"
-_OUTBOX_LOCK = 0x6775616E68616F  # "guanhao"
 
 
 def emit(session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict) -> str:
@@ -32,10 +32,8 @@ def _write_outbox(session: Session) -> None:
         return
     # Everything else first: a flush that waits on another transaction's row must not hold the outbox lock.
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _OUTBOX_LOCK})
-    session.add_all(OutboxEvent(**row) for row in pending)
-    session.flush()
+    take_commit_order_lock(session)
+    session.execute(insert(OutboxEvent), pending)
 
 
 @event.listens_for(Session, "after_rollback")

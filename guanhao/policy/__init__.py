@@ -95,6 +95,13 @@ class Sms(_Strict):
     resend_cooldown_seconds: int = Field(ge=0)
 
 
+class Webhooks(_Strict):
+    max_attempts: int = Field(ge=1)
+    backoff_base_seconds: float = Field(gt=0)
+    backoff_max_seconds: float = Field(gt=0)
+    timeout_seconds: float = Field(gt=0)
+
+
 class Idempotency(_Strict):
     retention_hours: int = Field(ge=24)
     in_flight_timeout_seconds: int = Field(gt=0)
@@ -111,6 +118,7 @@ class Policy(_Strict):
     auto_upgrade: AutoUpgrade
     sms: Sms
     idempotency: Idempotency
+    webhooks: Webhooks
     upgrade_deadline: dt.datetime | None = None
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from guanhao.upgrades.schemas import (
     ConfirmationOut,
     EligibilityOut,
     OfficialAccountOut,
+    OwnershipRecordOut,
     QuotasOut,
     StaffRejectIn,
     SubmitIn,
@@ -217,3 +218,14 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
         service.cancel(session, shop_id, call.policy, actor=call.actor, now=now)
         account = session.get(Account, shop.official_account_id)
         return official_account_out(shop, account, None, None, call.policy, now=now)
+
+
+@router.get("/shops/{shop_id}/official-account/ownership-record", response_model=OwnershipRecordOut,
+            responses=problem_responses(401, 403, 404, 409, 422))
+def ownership_record(shop_id: IdPath, call: Authenticated):
+    """升级凭证: consents, subject, operators, cancels and changes, with a digest checkable against the audit trail."""
+    from guanhao.upgrades import ownership
+
+    with call.unit() as (session, now):
+        _visible_shop(session, call, shop_id)
+        return ownership.build(session, shop_id, now=now)

@@ -255,3 +255,35 @@ def official_account_out(
         "upgrade_deadline": deadline,
         "active_application_id": active.id if active is not None else None,
     }
+
+
+class OwnershipOperator(BaseModel):
+    operator: PersonOut | None
+    since: str
+    until: str | None
+    by: str
+
+
+class OwnershipHistoryLine(BaseModel):
+    at: str
+    actor: str
+    action: str
+    target_id: str
+    from_: str | None = Field(alias="from")
+    to: str | None
+    audit_seq: int
+    row_hash: str
+
+
+class OwnershipRecordOut(BaseModel):
+    record_version: int
+    generated_at: str
+    shop: dict
+    account: dict
+    subject: dict
+    upgrade: dict
+    consents: list[dict]
+    operators: list[OwnershipOperator]
+    history: list[OwnershipHistoryLine]
+    audit_chain: dict
+    digest: str = Field(description="SHA-256 of the canonical JSON of every other field")

@@ -1,0 +1,65 @@
+"""Daily posting limit (投稿频次, SPEC R-23, R-13): 75 a day before the upgrade, 100 after."""
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from guanhao import errors
+from guanhao.policy import Policy
+from guanhao.posting.models import PostingCounter
+from guanhao.upgrades.models import OfficialAccount
+
+
+@dataclass(frozen=True)
+class Quota:
+    limit: int
+    used: int
+    day: dt.date
+
+    @property
+    def remaining(self) -> int:
+        # After a cancel the limit can drop below what was already posted today: 0, never negative (R-13).
+        return max(self.limit - self.used, 0)
+
+
+def posting_day(policy: Policy, now: dt.datetime) -> dt.date:
+    return now.astimezone(ZoneInfo(policy.posting.timezone)).date()
+
+
+def daily_limit(session: Session, account_id: str, policy: Policy) -> int:
+    upgraded = session.scalar(select(OfficialAccount.account_id).where(OfficialAccount.account_id == account_id))
+    return policy.posting.limit_after if upgraded else policy.posting.limit_before
+
+
+def quota(session: Session, account_id: str, policy: Policy, *, now: dt.datetime) -> Quota:
+    day = posting_day(policy, now)
+    used = session.scalar(
+        select(PostingCounter.used).where(PostingCounter.account_id == account_id, PostingCounter.day == day)
+    )
+    return Quota(limit=daily_limit(session, account_id, policy), used=used or 0, day=day)
+
+
+def record_post(session: Session, account_id: str, policy: Policy, *, now: dt.datetime) -> Quota:
+    """Counts one post, or refuses with DAILY_POST_LIMIT_REACHED. One statement: insert the day's
+    first post, or add one where the count is still below the limit — the row lock of the upsert
+    serialises concurrent posts, and the WHERE makes the 76th (or 101st) a no-op."""
+    day = posting_day(policy, now)
+    limit = daily_limit(session, account_id, policy)
+    if limit <= 0:
+        raise errors.DailyPostLimitReached(f"the daily limit is {limit}")
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(PostingCounter).values(account_id=account_id, day=day, used=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[PostingCounter.account_id, PostingCounter.day],
+        set_={"used": PostingCounter.used + 1},
+        where=PostingCounter.used < limit,
+    ).returning(PostingCounter.used)
+    used = session.execute(stmt).scalar()
+    if used is None:
+        raise errors.DailyPostLimitReached(f"the account has made its {limit} posts for {day.isoformat()}")
+    return Quota(limit=limit, used=used, day=day)

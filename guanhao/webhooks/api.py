@@ -1,0 +1,105 @@
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+from guanhao.http import Admin
+from guanhao.schemas import INT32_MAX, IdPath, RequestBody, problem_responses
+from guanhao.webhooks import service
+from guanhao.webhooks.models import WebhookDelivery
+
+router = APIRouter(prefix="/admin", tags=["webhooks"])
+
+
+class EndpointIn(RequestBody):
+    url: AnyHttpUrl
+    event_types: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(
+        default=None, description="omit for every event type"
+    )
+
+
+class EndpointOut(BaseModel):
+    endpoint_id: str
+    url: str
+    event_types: list[str] | None
+    created_at: dt.datetime
+
+
+class EndpointCreated(EndpointOut):
+    secret: str = Field(description="whsec_… signing secret; shown once")
+
+
+class EndpointList(BaseModel):
+    items: list[EndpointOut]
+    next_cursor: str | None = None
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: int
+    endpoint_id: str
+    event_seq: int
+    shop_id: str | None
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_status: int | None
+    last_error: str | None
+    delivered_at: dt.datetime | None
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None = None
+
+
+def _endpoint_out(e) -> dict:
+    return {"endpoint_id": e.id, "url": e.url, "event_types": e.event_types, "created_at": e.created_at}
+
+
+def _delivery_out(d: WebhookDelivery) -> dict:
+    return {
+        "delivery_id": d.seq, "endpoint_id": d.endpoint_id, "event_seq": d.event_seq, "shop_id": d.shop_key or None,
+        "status": d.status, "attempts": d.attempts, "next_attempt_at": d.next_attempt_at, "last_status": d.last_status,
+        "last_error": d.last_error, "delivered_at": d.delivered_at,
+    }
+
+
+@router.post("/webhook-endpoints", status_code=201, response_model=EndpointCreated, responses=problem_responses(400, 401, 403, 422))
+def create_endpoint(body: EndpointIn, call: Admin):
+    with call.unit() as (session, now):
+        endpoint, secret = service.create_endpoint(session, url=str(body.url), event_types=body.event_types, now=now)
+        return {**_endpoint_out(endpoint), "secret": secret}
+
+
+@router.get("/webhook-endpoints", response_model=EndpointList, responses=problem_responses(401, 403))
+def list_endpoints(call: Admin):
+    with call.unit() as (session, _now):
+        return {"items": [_endpoint_out(e) for e in service.endpoints(session)], "next_cursor": None}
+
+
+@router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, responses=problem_responses(401, 403, 404))
+def delete_endpoint(endpoint_id: IdPath, call: Admin):
+    with call.unit() as (session, _now):
+        service.remove_endpoint(session, endpoint_id)
+
+
+@router.get("/webhook-deliveries", response_model=DeliveryList, responses=problem_responses(401, 403, 422))
+def list_deliveries(
+    call: Admin,
+    status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+):
+    from sqlalchemy import select
+
+    with call.unit() as (session, _now):
+        stmt = select(WebhookDelivery).order_by(WebhookDelivery.seq.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(WebhookDelivery.status == status)
+        return {"items": [_delivery_out(d) for d in session.scalars(stmt)], "next_cursor": None}
+
+
+@router.post("/webhook-deliveries/{delivery_id}/redeliver", response_model=DeliveryOut, responses=problem_responses(401, 403, 404, 409))
+def redeliver(delivery_id: Annotated[int, Path(ge=1, le=INT32_MAX)], call: Admin):
+    with call.unit() as (session, now):
+        return _delivery_out(service.redeliver(session, delivery_id, now=now))

@@ -1,0 +1,205 @@
+"""Signed webhooks (SPEC R-61): the outbox delivered to registered endpoints, at least once, in
+order per shop, signed as the Standard Webhooks spec says (webhook-id, webhook-timestamp,
+webhook-signature = "v1," + base64 HMAC-SHA256 over "{id}.{timestamp}.{body}")."""
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from guanhao import errors, pii
+from guanhao.events.models import OutboxEvent
+from guanhao.policy import Policy
+from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+log = structlog.get_logger("guanhao.webhooks")
+
+
+# ---------------------------------------------------------------- signing
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify(secret: str, headers: dict, body: bytes, *, now: int, tolerance: int = 300) -> bool:
+    """What a receiver does; used by the tests and offered to integrators."""
+    msg_id, ts = headers["webhook-id"], int(headers["webhook-timestamp"])
+    if abs(now - ts) > tolerance:
+        return False
+    expected = sign(secret, msg_id, ts, body)
+    return any(hmac.compare_digest(expected, s) for s in headers["webhook-signature"].split())
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def create_endpoint(session: Session, *, url: str, event_types: list[str] | None, now: dt.datetime) -> tuple[WebhookEndpoint, str]:
+    secret = new_secret()
+    latest = session.scalar(select(func.max(OutboxEvent.seq))) or 0
+    endpoint = WebhookEndpoint(
+        id="whe_" + uuid.uuid4().hex[:16], url=url, event_types=event_types,
+        secret_enc=pii.vault().encrypt(secret, context="webhook_secret"), active=True, cursor_seq=latest, created_at=now,
+    )
+    session.add(endpoint)
+    session.flush()
+    return endpoint, secret
+
+
+def endpoints(session: Session) -> list[WebhookEndpoint]:
+    return list(session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).order_by(WebhookEndpoint.created_at)))
+
+
+def remove_endpoint(session: Session, endpoint_id: str) -> None:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None or not endpoint.active:
+        raise errors.NotFound(f"webhook endpoint {endpoint_id} not found")
+    endpoint.active = False
+    session.flush()
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+def fan_out(session: Session, *, now: dt.datetime, batch: int = 500) -> int:
+    """Queues a delivery per new outbox event and endpoint. The endpoint row lock keeps two
+    dispatchers from queuing the same range; the unique (endpoint, event) is the backstop."""
+    queued = 0
+    for endpoint in session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).with_for_update(skip_locked=True)
+    ).all():
+        rows = session.scalars(
+            select(OutboxEvent).where(OutboxEvent.seq > endpoint.cursor_seq).order_by(OutboxEvent.seq).limit(batch)
+        ).all()
+        for event in rows:
+            if endpoint.event_types is None or event.type in endpoint.event_types:
+                session.add(WebhookDelivery(endpoint_id=endpoint.id, event_seq=event.seq, shop_key=event.shop_id or "",
+                                            status="pending", attempts=0, next_attempt_at=now))
+                queued += 1
+        if rows:
+            endpoint.cursor_seq = rows[-1].seq
+    session.flush()
+    return queued
+
+
+def claim(session: Session, *, now: dt.datetime, lease: dt.timedelta, limit: int = 50) -> list[int]:
+    """Due deliveries at the head of their (endpoint, shop) lane, leased to this worker."""
+    earlier = aliased(WebhookDelivery)
+    head_of_lane = ~exists().where(
+        and_(
+            earlier.endpoint_id == WebhookDelivery.endpoint_id,
+            earlier.shop_key == WebhookDelivery.shop_key,
+            earlier.status == "pending",
+            earlier.event_seq < WebhookDelivery.event_seq,
+        )
+    )
+    stmt = (
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= now,
+            (WebhookDelivery.leased_until.is_(None)) | (WebhookDelivery.leased_until < now),
+            head_of_lane,
+        )
+        .order_by(WebhookDelivery.event_seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = session.scalars(stmt).all()
+    for d in claimed:
+        d.leased_until = now + lease
+    session.flush()
+    return [d.seq for d in claimed]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_seq: int
+    status: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def payload(event: OutboxEvent) -> bytes:
+    body = {"type": event.type, "timestamp": event.at.isoformat(),
+            "data": {**event.data, "event_id": event.event_id, "seq": event.seq}}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def send(session: Session, delivery_seq: int, client: httpx.Client, *, timeout: float) -> Attempt:
+    delivery = session.get(WebhookDelivery, delivery_seq)
+    endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
+    event = session.get(OutboxEvent, delivery.event_seq)
+    body = payload(event)
+    ts = int(dt.datetime.now(dt.UTC).timestamp())
+    secret = pii.vault().decrypt(endpoint.secret_enc, context="webhook_secret")
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": event.event_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, event.event_id, ts, body),
+    }
+    try:
+        response = client.post(endpoint.url, content=body, headers=headers, timeout=timeout)
+        return Attempt(delivery_seq, response.status_code, None if response.is_success else f"HTTP {response.status_code}")
+    except httpx.HTTPError as exc:
+        return Attempt(delivery_seq, None, f"{type(exc).__name__}")
+
+
+def settle(session: Session, attempt: Attempt, policy: Policy, *, now: dt.datetime, jitter: Callable[[], float] = random.random) -> str:
+    delivery = session.get(WebhookDelivery, attempt.delivery_seq, with_for_update=True)
+    delivery.attempts += 1
+    delivery.leased_until = None
+    delivery.last_status = attempt.status
+    delivery.last_error = attempt.error
+    if attempt.ok:
+        delivery.status, delivery.delivered_at = "delivered", now
+    elif delivery.attempts >= policy.webhooks.max_attempts:
+        delivery.status = "dead"
+        log.warning("webhook.dead_letter", delivery=delivery.seq, endpoint=delivery.endpoint_id, attempts=delivery.attempts)
+    else:
+        delivery.next_attempt_at = now + backoff(policy, delivery.attempts, jitter)
+    session.flush()
+    return delivery.status
+
+
+def backoff(policy: Policy, attempts: int, jitter: Callable[[], float] = random.random) -> dt.timedelta:
+    """Exponential with full jitter on the upper half: base·2^(n-1), capped, times [0.5, 1)."""
+    w = policy.webhooks
+    ceiling = min(w.backoff_base_seconds * 2 ** (attempts - 1), w.backoff_max_seconds)
+    return dt.timedelta(seconds=ceiling * (0.5 + jitter() / 2))
+
+
+def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> WebhookDelivery:
+    delivery = session.get(WebhookDelivery, delivery_seq, with_for_update=True)
+    if delivery is None:
+        raise errors.NotFound(f"delivery {delivery_seq} not found")
+    if delivery.status != "dead":
+        raise errors.InvalidTransition("only dead-lettered deliveries can be sent again")
+    delivery.status, delivery.attempts, delivery.next_attempt_at = "pending", 0, now
+    session.flush()
+    return delivery
+
+
+def reset_leases(session: Session) -> None:
+    session.execute(update(WebhookDelivery).where(WebhookDelivery.status == "pending").values(leased_until=None))

@@ -1,0 +1,74 @@
+"""The delivery worker: `guanhao events deliver`, or a thread inside `guanhao serve --deliver-webhooks`."""
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+
+from guanhao import clock
+from guanhao.db import session_scope
+from guanhao.policy import Policy
+from guanhao.webhooks import service
+
+log = structlog.get_logger("guanhao.webhooks")
+
+
+@dataclass
+class Tally:
+    queued: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    dead: int = 0
+    by_status: dict = field(default_factory=dict)
+
+    def add(self, other: "Tally") -> None:
+        self.queued += other.queued
+        self.delivered += other.delivered
+        self.retrying += other.retrying
+        self.dead += other.dead
+
+
+def run_once(policy: Policy, client: httpx.Client) -> Tally:
+    tally = Tally()
+    w = policy.webhooks
+    with session_scope() as session:
+        tally.queued = service.fan_out(session, now=clock.now(session))
+    with session_scope() as session:
+        seqs = service.claim(session, now=clock.now(session), lease=dt.timedelta(seconds=w.timeout_seconds * 3))
+    for seq in seqs:
+        with session_scope() as session:
+            attempt = service.send(session, seq, client, timeout=w.timeout_seconds)
+        with session_scope() as session:
+            outcome = service.settle(session, attempt, policy, now=clock.now(session))
+        if outcome == "delivered":
+            tally.delivered += 1
+        elif outcome == "dead":
+            tally.dead += 1
+        else:
+            tally.retrying += 1
+    return tally
+
+
+def run(policy: Policy, stop: threading.Event, *, interval: float = 1.0) -> Tally:
+    total = Tally()
+    with httpx.Client(follow_redirects=False) as client:
+        while not stop.is_set():
+            try:
+                tally = run_once(policy, client)
+            except Exception as exc:  # keep the worker alive; the next round retries
+                log.error("webhook.worker_error", error_type=type(exc).__name__)
+                tally = Tally()
+            total.add(tally)
+            if not (tally.queued or tally.delivered or tally.retrying or tally.dead):
+                stop.wait(interval)
+    return total
+
+
+def start_thread(policy: Policy, *, interval: float = 1.0) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(policy, stop), kwargs={"interval": interval}, daemon=True,
+                              name="guanhao-webhooks")
+    thread.start()
+    return thread, stop

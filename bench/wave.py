@@ -49,7 +49,7 @@ def build(engine: sa.Engine, shops: int) -> dict:
             INSERT INTO accounts (id, nickname, followers, following, posts, status, real_name_verified, violations_90d,
                                   login_phone_enc, holder_name_enc, holder_id_number_enc, holder_phone_enc, holder_id_hash,
                                   created_at, updated_at)
-            SELECT 'ba-' || lpad(g::text, 8, '0'), 'bench ' || g, (g * 7919) % 900000, 0, 0,
+            SELECT 'ba-' || lpad(g::text, 8, '0'), 'bench ' || g, (g::bigint * 7919) % 900000, 0, 0,
                    CASE WHEN g % 17 = 0 THEN 'restricted' ELSE 'normal' END, g % 13 <> 0,
                    CASE WHEN g % 11 = 0 THEN 1 ELSE 0 END,
                    'v1:bench-phone', 'v1:bench-name', 'v1:bench-id', 'v1:bench-phone', md5('h' || g) || md5('o' || g),
@@ -128,15 +128,31 @@ BASELINE = [
               operator_since, login_phone_before_enc)
        SELECT account_id, shop_id, subject_id, app_id, account_type, 'auto', now(), now() + interval '30 days',
               holder_name_enc, holder_id_number_enc, holder_phone_enc, holder_id_hash, now(), login_phone_enc FROM plan""",
-    """INSERT INTO audit_log (at, actor, action, target_kind, target_id, subject_id, shop_id, from_state, to_state, detail)
+    # The audit rows with their hash chain (one chain per subject; n orders a subject's upgrades): the
+    # same SHA-256 link over the previous hash and the row's canonical content, computed in SQL.
+    """CREATE TEMP TABLE trail AS
+       SELECT p.*, json_build_object('origin', 'auto', 'wave_id', 'wave_baseline', 'account_type', account_type,
+                                     'cancel_deadline', now() + interval '30 days') AS detail
+       FROM plan p""",
+    """INSERT INTO audit_log (at, actor, action, target_kind, target_id, subject_id, shop_id, from_state, to_state, detail,
+                             chain, prev_hash, row_hash)
+       WITH RECURSIVE linked AS (
+         SELECT t.subject_id, t.n, t.shop_id, t.app_id, t.detail, repeat('0', 64) AS prev_hash,
+                encode(sha256(convert_to(repeat('0', 64) || E'\n' || t.app_id || t.shop_id || t.detail::text, 'UTF8')), 'hex') AS row_hash
+         FROM trail t WHERE t.n = 1
+         UNION ALL
+         SELECT t.subject_id, t.n, t.shop_id, t.app_id, t.detail, l.row_hash,
+                encode(sha256(convert_to(l.row_hash || E'\n' || t.app_id || t.shop_id || t.detail::text, 'UTF8')), 'hex')
+         FROM trail t JOIN linked l ON l.subject_id = t.subject_id AND t.n = l.n + 1)
        SELECT now(), 'wave:wave_baseline', 'upgrade.succeeded', 'upgrade_application', app_id, subject_id, shop_id, NULL,
-              'succeeded', json_build_object('origin', 'auto', 'wave_id', 'wave_baseline', 'account_type', account_type)
-       FROM plan ORDER BY shop_id""",
+              'succeeded', detail, subject_id, prev_hash, row_hash
+       FROM linked ORDER BY shop_id""",
     """INSERT INTO outbox_events (event_id, type, shop_id, subject_id, at, data)
        SELECT 'evt_' || md5(app_id), 'upgrade.succeeded', shop_id, subject_id, now(),
               json_build_object('application_id', app_id, 'shop_id', shop_id, 'account_id', account_id,
                                 'subject_id', subject_id, 'origin', 'auto', 'status', 'succeeded',
-                                'account_type', account_type, 'attempt', 1, 'wave_id', 'wave_baseline')
+                                'account_type', account_type, 'attempt', 1, 'reasons', json_build_array(),
+                                'wave_id', 'wave_baseline', 'cancel_deadline', now() + interval '30 days')
        FROM plan ORDER BY shop_id""",
     """INSERT INTO auto_upgrade_wave_skips (wave_id, shop_id, reason)
        SELECT 'wave_baseline', s.id, 'SKIPPED' FROM shops s JOIN accounts a ON a.id = s.official_account_id

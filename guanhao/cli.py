@@ -183,7 +183,7 @@ def _work(wave_id: str, *, chunk: int, quiet: bool) -> None:
     with session_scope() as session:
         wave = waves.get(session, wave_id)
         limit, min_score = wave.limit, wave.min_experience_score
-    total = _candidates(min_score)
+    total = None if quiet else _candidates(min_score)  # a count over every shop: only for the progress bar
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[line]}"),
                   TimeElapsedColumn(), console=console, disable=quiet) as progress:
         task = progress.add_task(f"wave {wave_id}", total=total, line="")
@@ -191,8 +191,10 @@ def _work(wave_id: str, *, chunk: int, quiet: bool) -> None:
         def report(w) -> None:
             progress.update(task, completed=w.scanned, line=f"upgraded {w.upgraded:,}/{limit:,}  skipped {w.skipped:,}")
 
-        wave = waves.work(wave_id, get_policy(), chunk=chunk, progress=report)
+        mine = waves.Outcome()
+        wave = waves.work(wave_id, get_policy(), chunk=chunk, progress=None if quiet else report, tally=mine)
     _summary(f"wave {wave.id}: {wave.status}", wave.scanned, wave.upgraded, wave.skipped, wave.skip_reasons)
+    console.print(f"this worker: scanned {mine.scanned:,}, upgraded {mine.upgraded:,}, skipped {mine.skipped:,}")
     if wave.status == "failed":
         raise typer.Exit(1)
 
@@ -202,7 +204,7 @@ def waves_run(
     limit: Annotated[int, typer.Option(min=0, help="the most upgrades this wave makes")],
     min_score: Annotated[float | None, typer.Option(min=0, max=5, help="minimum experience score (default: policy)")] = None,
     dry_run: Annotated[bool, typer.Option(help="report what the wave would do; write nothing")] = False,
-    chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 500,
+    chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 1000,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Start an auto-upgrade wave and work it to the end (SPEC R-11)."""
@@ -234,7 +236,7 @@ def waves_run(
 @waves_app.command("resume")
 def waves_resume(
     wave_id: Annotated[str, typer.Argument(help="the wave to resume, or to join as one more worker")],
-    chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 500,
+    chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 1000,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Resume a wave after a crash, or join a running one as another worker (they never take the same shop)."""

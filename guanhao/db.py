@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -109,6 +110,41 @@ def take_commit_order_lock(session: Session) -> None:
     only — SQLite serialises writers already (BEGIN IMMEDIATE)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": COMMIT_ORDER_LOCK})
+
+
+COPY_MIN_ROWS = 20
+
+
+def bulk_insert(session: Session, table: Table, rows: list[dict]) -> None:
+    """Inserts many rows that all have the same keys (a wave's chunk, its audit rows and events).
+
+    On PostgreSQL, from COPY_MIN_ROWS rows on, one COPY in the session's transaction: several times
+    cheaper than executemany in Python and in the server. Values go through the columns' own bind
+    processing, and a database error is raised as SQLAlchemy's (IntegrityError, OperationalError…)
+    exactly as an INSERT's would be. Elsewhere, or for a few rows, a plain executemany INSERT.
+    """
+    if not rows:
+        return
+    if len(rows) < COPY_MIN_ROWS or session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    session.flush()
+    conn = session.connection()
+    dialect = conn.dialect
+    keys = list(rows[0])
+    columns = [table.c[k] for k in keys]
+    processors = [(k, c.type._cached_bind_processor(dialect)) for k, c in zip(keys, columns, strict=True)]
+    quote = dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) FROM STDIN"
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[k] if p is None else p(row[k]) for k, p in processors])
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+    finally:
+        cursor.close()
 
 
 def ping(engine: Engine) -> None:

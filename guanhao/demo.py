@@ -16,6 +16,7 @@ from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
 from guanhao.upgrades import service as upgrades
+from guanhao.upgrades import waves
 
 ACTOR = "demo-data"
 
@@ -40,16 +41,21 @@ SHOPS = [
     ("shop-3001", "环球美妆跨境旗舰店", "subj-global", "flagship", "active", 4.8, 240_000, True, 0, "withdrawn"),
     ("shop-4001", "小李的个人店", "subj-li", "personal", "active", 4.9, 900, True, 0, "ineligible"),
     ("shop-4002", "整改中的旗舰店", "subj-global", "flagship", "suspended", 3.9, 7_000, False, 2, "ineligible"),
+    ("shop-5001", "深家居官方旗舰店", "subj-sz-home", "official_flagship", "active", 5.0, 310_000, True, 0, "auto"),
+    ("shop-5002", "深家居厨具专营店", "subj-sz-home", "franchise", "active", 5.0, 42_000, True, 0, "auto_cancelled"),
 ]
+# Only the two shops above score this high: the demo wave upgrades them and nothing else.
+DEMO_WAVE_MIN_SCORE = 4.95
 
 SUBJECTS = {
     "subj-hz-tea": ("杭州云栖茶业有限公司", "enterprise", False),
     "subj-laojie": ("西安老街小吃店", "individual_business", False),
     "subj-global": ("Global Beauty Trading Ltd.", "enterprise", True),
     "subj-li": ("李小龙", "personal", False),
+    "subj-sz-home": ("深圳深家居用品有限公司", "enterprise", False),
 }
 
-HOLDERS = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周杰"]
+HOLDERS = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周杰", "吴婷", "郑浩"]
 
 
 def load(console: Console, *, reset: bool = False) -> None:
@@ -64,9 +70,7 @@ def load(console: Console, *, reset: bool = False) -> None:
         for sid, (name, stype, cross) in SUBJECTS.items():
             subjects.put_subject(session, sid, SubjectIn(name=name, subject_type=stype, cross_border=cross,
                                                           license_valid_until=dt.date(2030, 12, 31)), actor=ACTOR, now=now)
-        table = Table(title="demo shops (演示店铺)")
-        for col in ("shop", "name", "subject", "scenario", "state"):
-            table.add_column(col)
+        rows = []
         for n, (shop_id, name, sid, stype, status, score, followers, verified, violations, scenario) in enumerate(SHOPS, 1):
             subjects.put_shop(session, shop_id, ShopIn(subject_id=sid, name=name, shop_type=stype, status=status,
                                                        experience_score=score), actor=ACTOR, now=now)
@@ -76,15 +80,39 @@ def load(console: Console, *, reset: bool = False) -> None:
                 real_name_verified=verified, violations_90d=violations, login_phone=f"1380000{n:04d}",
                 holder=_person(n, HOLDERS[n - 1])), actor=ACTOR, now=now)
             subjects.bind(session, shop_id, BindingIn(account_id=account_id), actor=ACTOR, now=now)
-            state = _play(session, scenario, shop_id, policy=policy, now=now, public_url=public_url)
-            table.add_row(shop_id, name, sid, scenario, state)
-        console.print(table)
+            rows.append([shop_id, name, sid, scenario, _play(session, scenario, shop_id, policy=policy, now=now,
+                                                             public_url=public_url)])
+    _auto_upgrades(policy, rows)
+    table = Table(title="demo shops (演示店铺)")
+    for col in ("shop", "name", "subject", "scenario", "state"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    with session_scope() as session:
         _print_access(console, session, public_url)
+
+
+def _auto_upgrades(policy, rows: list[list[str]]) -> None:
+    """系统自动升级 for the 'auto' shops through a real wave, then one of them cancelled (取消升级)."""
+    with session_scope() as session:
+        wave = waves.start(session, limit=10, min_score=DEMO_WAVE_MIN_SCORE, policy=policy, actor="demo-data",
+                           now=clock.now(session))
+    waves.work(wave.id, policy)
+    with session_scope() as session:
+        upgrades.cancel(session, "shop-5002", policy, actor="merchant:demo", now=clock.now(session))
+    for row in rows:
+        if row[3] == "auto":
+            row[4] = "succeeded (auto, cancellable 30 days)"
+        elif row[3] == "auto_cancelled":
+            row[4] = "cancelled (auto upgrade cancelled)"
 
 
 def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, public_url: str) -> str:
     if scenario in ("eligible", "ineligible"):
         return "not_upgraded"
+    if scenario.startswith("auto"):
+        return "waiting for the demo wave"
     started = now - dt.timedelta(days=8) if scenario == "expired" else now - dt.timedelta(hours=2)
     app = upgrades.submit(session, shop_id, policy, account_type=None, operator=None, agree_terms=True,
                           actor="merchant:demo", now=started, public_url=public_url)

@@ -117,6 +117,23 @@ class Api:
         assert r.status_code == 200, r.text
         return r.json()
 
+    # -- staff
+    def wave(self, limit: int, *, timeout: float = 30.0, **body) -> dict:
+        """Starts an auto-upgrade wave and polls it until it is no longer running."""
+        import time
+
+        r = self.client.post("/api/v1/admin/auto-upgrade-waves", json={"limit": limit} | body, headers=self.admin)
+        assert r.status_code == 202, r.text
+        wave_id = r.json()["wave_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.client.get(f"/api/v1/admin/auto-upgrade-waves/{wave_id}", headers=self.admin)
+            assert r.status_code == 200, r.text
+            if r.json()["status"] != "running":
+                return r.json()
+            assert time.monotonic() < deadline, f"wave {wave_id} still running after {timeout}s: {r.json()}"
+            time.sleep(0.02)
+
     # -- sandbox
     def set_clock(self, when) -> None:
         value = when if isinstance(when, str) else when.isoformat()

@@ -2,6 +2,7 @@
 in every response, the outbox, the audit trail, the logs, every table and (on SQLite) the raw database files.
 Masked forms (张*, 138****5678, 110***********1234) are fine; the full value never is."""
 
+import datetime as dt
 import io
 import json
 import logging
@@ -31,12 +32,13 @@ OPERATOR = {"name": "禚玛瑙", "id_number": _id("37132719911019517"), "phone":
 NEW_OPERATOR = {"name": "暨琉璃", "id_number": _id("37132719921120528"), "phone": "13767676780"}
 LOGIN_PHONES = ["13777777791", "13787878702", "13797979713", "13707070724"]
 NEW_LOGIN_PHONE = "13719191935"
+NEW_LOGIN_PHONE_2 = "13729292946"
 
 PEOPLE = [HOLDER, HOLDER_BIG, HOLDER_DECLINES, HOLDER_IMPORTED, OPERATOR, NEW_OPERATOR]
 CANARIES = (
     [p[k] for p in PEOPLE for k in ("name", "id_number", "phone")]
     + LOGIN_PHONES
-    + [NEW_LOGIN_PHONE]
+    + [NEW_LOGIN_PHONE, NEW_LOGIN_PHONE_2]
 )
 
 
@@ -106,6 +108,10 @@ def _latest_code(api, phone: str) -> str | None:
     return next((m["code"] for m in items if m.get("code")), None)
 
 
+def _other(code: str) -> str:
+    return f"{(int(code) + 1) % 10**6:06d}"
+
+
 def _drive_everything(api, app) -> None:
     c = api.client
     admin = api.admin
@@ -139,26 +145,61 @@ def _drive_everything(api, app) -> None:
     if _route_exists(app, "/official-account/ownership-record"):
         assert c.get(f"{API}/shops/{shop_1}/official-account/ownership-record", headers=merchant).status_code == 200
 
-    # 2. operator change and login phone rebind, confirmed by SMS (R-24, R-42)
-    if _route_exists(app, "/operator-changes/{change_id}/verify"):
-        r = c.post(f"{API}/shops/{shop_1}/official-account/operator-changes", json=NEW_OPERATOR, headers=merchant)
-        assert r.status_code == 201, r.text
-        change_id = r.json()["change_id"]
-        code = _latest_code(api, NEW_OPERATOR["phone"])
-        assert code
-        r = c.post(f"{API}/shops/{shop_1}/official-account/operator-changes/{change_id}/verify", json={"code": code},
-                   headers=merchant)
-        assert r.status_code == 200, r.text
-    if _route_exists(app, "/phone-rebinds/{rebind_id}/verify"):
-        r = c.post(f"{API}/shops/{shop_1}/official-account/phone-rebinds", json={"new_phone": NEW_LOGIN_PHONE},
-                   headers=merchant)
-        assert r.status_code == 201, r.text
-        rebind_id = r.json()["rebind_id"]
-        code = _latest_code(api, NEW_LOGIN_PHONE)
-        assert code
-        r = c.post(f"{API}/shops/{shop_1}/official-account/phone-rebinds/{rebind_id}/verify", json={"code": code},
-                   headers=merchant)
-        assert r.status_code == 200, r.text
+    # 2. operator change and login phone rebind, confirmed by SMS (R-24, R-42): refused inputs, a wrong code,
+    # a superseded code, then the right one; a second change back to another canary person
+    base = f"{API}/shops/{shop_1}/official-account"
+    bad_id = NEW_OPERATOR["id_number"][:17] + ("0" if NEW_OPERATOR["id_number"][17] != "0" else "1")
+    r = c.post(f"{base}/operator-changes", json=NEW_OPERATOR | {"id_number": bad_id}, headers=merchant)
+    assert r.status_code == 422 and r.json()["code"] == "INVALID_ID_NUMBER", r.text
+    r = c.post(f"{base}/operator-changes", json=NEW_OPERATOR | {"phone": NEW_OPERATOR["phone"] + "9"}, headers=merchant)
+    assert r.status_code == 422 and r.json()["code"] == "INVALID_PHONE", r.text
+    r = c.post(f"{base}/operator-changes", json=NEW_OPERATOR | {"extra": NEW_OPERATOR["name"]}, headers=merchant)
+    assert r.status_code == 422, r.text
+    r = c.post(f"{base}/operator-changes", json=NEW_OPERATOR, headers=merchant)
+    assert r.status_code == 201, r.text
+    superseded_id = r.json()["change_id"]
+    r = c.post(f"{base}/operator-changes", json=NEW_OPERATOR, headers=merchant)
+    assert r.status_code == 429, r.text  # the resend cooldown
+    api.set_clock(api.now() + dt.timedelta(seconds=61))
+    r = c.post(f"{base}/operator-changes", json=NEW_OPERATOR, headers=merchant | {"Idempotency-Key": "canary-operator"})
+    assert r.status_code == 201, r.text
+    change_id = r.json()["change_id"]
+    code = _latest_code(api, NEW_OPERATOR["phone"])
+    assert code
+    r = c.post(f"{base}/operator-changes/{change_id}/verify", json={"code": _other(code)}, headers=merchant)
+    assert r.status_code == 422 and r.json()["code"] == "CODE_INVALID", r.text
+    r = c.post(f"{base}/operator-changes/{superseded_id}/verify", json={"code": code}, headers=merchant)
+    assert r.status_code == 409, r.text
+    r = c.post(f"{base}/operator-changes/{change_id}/verify", json={"code": code}, headers=merchant)
+    assert r.status_code == 200, r.text
+    assert r.json()["operator"]["name"] == "暨**"
+    assert api.official_account(shop_1, merchant)["operator"]["name"] == "暨**"
+    r = c.post(f"{base}/operator-changes", json=OPERATOR, headers=merchant)  # and back to the first operator
+    assert r.status_code == 201, r.text
+    r = c.post(f"{base}/operator-changes/{r.json()['change_id']}/verify",
+               json={"code": _latest_code(api, OPERATOR["phone"])}, headers=merchant)
+    assert r.status_code == 200, r.text
+
+    r = c.post(f"{base}/phone-rebinds", json={"new_phone": NEW_LOGIN_PHONE + "9"}, headers=merchant)
+    assert r.status_code == 422 and r.json()["code"] == "INVALID_PHONE", r.text
+    r = c.post(f"{base}/phone-rebinds", json={"new_phone": NEW_LOGIN_PHONE}, headers=merchant)
+    assert r.status_code == 201, r.text
+    rebind_id = r.json()["rebind_id"]
+    code = _latest_code(api, NEW_LOGIN_PHONE)
+    assert code
+    r = c.post(f"{base}/phone-rebinds/{rebind_id}/verify", json={"code": _other(code)}, headers=merchant)
+    assert r.status_code == 422 and r.json()["code"] == "CODE_INVALID", r.text
+    r = c.post(f"{base}/phone-rebinds/{rebind_id}/verify", json={"code": code},
+               headers=merchant | {"Idempotency-Key": "canary-rebind"})
+    assert r.status_code == 200, r.text
+    assert api.official_account(shop_1, merchant)["account"]["login_phone"] == NEW_LOGIN_PHONE[:3] + "****" + NEW_LOGIN_PHONE[-4:]
+    r = c.post(f"{base}/phone-rebinds", json={"new_phone": NEW_LOGIN_PHONE_2}, headers=merchant)
+    assert r.status_code == 201, r.text
+    r = c.post(f"{base}/phone-rebinds/{r.json()['rebind_id']}/verify",
+               json={"code": _latest_code(api, NEW_LOGIN_PHONE_2)}, headers=merchant)
+    assert r.status_code == 200, r.text
+    for kind in ("operator.changed", "login_phone.changed"):
+        assert [e for e in api.events(shop_id=shop_1) if e["type"] == kind], kind
     if _route_exists(app, "/ownership-record"):
         c.get(f"{API}/shops/{shop_1}/official-account/ownership-record", headers=merchant)
     api.official_account(shop_1, merchant)
@@ -211,7 +252,7 @@ def _drive_everything(api, app) -> None:
     # 7. the sandbox SMS, the outbox and the audit trail
     for p in PEOPLE:
         c.get(f"{API}/sandbox/sms", params={"phone": p["phone"]}, headers=admin)
-    for phone_ in LOGIN_PHONES + [NEW_LOGIN_PHONE]:
+    for phone_ in LOGIN_PHONES + [NEW_LOGIN_PHONE, NEW_LOGIN_PHONE_2]:
         c.get(f"{API}/sandbox/sms", params={"phone": phone_}, headers=admin)
     api.events()
     cursor = None

@@ -24,6 +24,10 @@ class AuditItem(BaseModel):
     from_: str | None = Field(alias="from")
     to: str | None
     detail: dict
+    # The hash chain (SPEC R-60): lets anyone check an ownership record's history lines against the trail.
+    chain: str
+    prev_hash: str
+    row_hash: str
 
 
 class AuditPage(BaseModel):
@@ -40,6 +44,7 @@ def audit_trail(call: Admin, target_id: IdQuery | None = None, cursor: CursorPar
                 "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action, "target_kind": r.target_kind,
                 "target_id": r.target_id, "subject_id": r.subject_id, "shop_id": r.shop_id,
                 "from": r.from_state, "to": r.to_state, "detail": r.detail,
+                "chain": r.chain, "prev_hash": r.prev_hash, "row_hash": r.row_hash,
             }
             for r in rows
         ]

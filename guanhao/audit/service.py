@@ -12,11 +12,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import String, bindparam, event, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from guanhao.audit.models import AuditEntry
-from guanhao.db import take_commit_order_lock
+from guanhao.db import bulk_insert, take_commit_order_lock
 
 GENESIS = "0" * 64
 NO_SUBJECT = "-"
@@ -83,7 +84,7 @@ def _write_trail(session: Session) -> None:
         prev = heads.get(chain, GENESIS)
         row["chain"], row["prev_hash"] = chain, prev
         row["row_hash"] = heads[chain] = row_hash(prev, row)
-    session.execute(insert(AuditEntry), pending)
+    bulk_insert(session, AuditEntry.__table__, pending)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -92,17 +93,28 @@ def _drop_trail(session: Session) -> None:
 
 
 def _heads(session: Session, chains: list[str]) -> dict[str, str]:
+    """The last row_hash of each chain. One index probe per chain ((chain, seq), newest first), whatever the
+    planner believes about the table: a GROUP BY over `chain IN (…)` was planned as a scan of the whole
+    trail once its statistics lagged behind, every commit of a wave chunk reading every row written so far."""
     heads: dict[str, str] = {}
+    postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(chains), 500):
         part = chains[start:start + 500]
-        last = (
-            select(AuditEntry.chain, func.max(AuditEntry.seq).label("seq"))
-            .where(AuditEntry.chain.in_(part))
-            .group_by(AuditEntry.chain)
-            .subquery()
+        if not postgres:  # SQLite: no statistics to lag, and no column list on a VALUES alias
+            last = (
+                select(AuditEntry.chain, func.max(AuditEntry.seq).label("seq"))
+                .where(AuditEntry.chain.in_(part))
+                .group_by(AuditEntry.chain)
+                .subquery()
+            )
+            heads.update(session.execute(select(AuditEntry.chain, AuditEntry.row_hash).join(last, AuditEntry.seq == last.c.seq)).all())
+            continue
+        wanted = func.unnest(bindparam(None, part, type_=ARRAY(String()))).table_valued("chain").render_derived(name="wanted")
+        latest = (
+            select(AuditEntry.row_hash).where(AuditEntry.chain == wanted.c.chain)
+            .order_by(AuditEntry.seq.desc()).limit(1).scalar_subquery()
         )
-        stmt = select(AuditEntry.chain, AuditEntry.row_hash).join(last, AuditEntry.seq == last.c.seq)
-        heads.update(dict(session.execute(stmt).all()))
+        heads.update((chain, head) for chain, head in session.execute(select(wanted.c.chain, latest)) if head is not None)
     return heads
 
 

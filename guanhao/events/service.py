@@ -8,10 +8,10 @@ SQLite serialises writers already (BEGIN IMMEDIATE in guanhao.db).
 import datetime as dt
 import uuid
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from guanhao.db import take_commit_order_lock
+from guanhao.db import bulk_insert, take_commit_order_lock
 from guanhao.events.models import OutboxEvent
 
 _PENDING = "guanhao.outbox"
@@ -33,7 +33,7 @@ def _write_outbox(session: Session) -> None:
     # Everything else first: a flush that waits on another transaction's row must not hold the outbox lock.
     session.flush()
     take_commit_order_lock(session)
-    session.execute(insert(OutboxEvent), pending)
+    bulk_insert(session, OutboxEvent.__table__, pending)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -51,7 +51,7 @@ def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id
 
 
 def emit_many(session: Session, rows: list[dict]) -> None:
-    """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data."""
+    """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
     pending = session.info.setdefault(_PENDING, [])
     for row in rows:
-        pending.append({"event_id": "evt_" + uuid.uuid4().hex, **row})
+        pending.append(row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row})

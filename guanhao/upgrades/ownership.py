@@ -14,6 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from guanhao import errors, pii
+from guanhao.audit import service as audit
 from guanhao.audit.models import AuditEntry
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades.models import Application, OfficialAccount
@@ -50,11 +51,16 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
                                      context="person").masked()
     operators = [{"operator": first_operator, "since": _iso(official.upgraded_at), "until": None,
                   "by": "holder" if app.operator_is_holder else "merchant"}]
+    # Changes after this upgrade, by trail order: the (sandbox) clock may move backwards, and changes made
+    # before a cancelled earlier upgrade of the same account may share its timestamps.
+    upgraded_seq = max((r.seq for r in trail if r.target_id == app.id and r.to_state == "succeeded"), default=0)
     for row in trail:
-        if row.action == "operator.changed" and row.at >= official.upgraded_at:
+        if row.action == "operator.changed" and row.seq > upgraded_seq:
             operators[-1]["until"] = _iso(row.at)
             operators.append({"operator": row.detail.get("to"), "since": _iso(row.at), "until": None, "by": row.actor})
 
+    chain = audit.chain_of(subject.id)
+    head = session.scalar(select(AuditEntry).where(AuditEntry.chain == chain).order_by(AuditEntry.seq.desc()).limit(1))
     record = {
         "record_version": VERSION,
         "generated_at": _iso(now),
@@ -74,11 +80,13 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
         "operators": operators,
         "history": [
             {"at": _iso(r.at), "actor": r.actor, "action": r.action, "target_id": r.target_id,
-             "from": r.from_state, "to": r.to_state, "audit_seq": r.seq, "row_hash": r.row_hash}
+             "from": r.from_state, "to": r.to_state, "audit_seq": r.seq, "chain": r.chain, "row_hash": r.row_hash}
             for r in trail
         ],
-        "audit_chain": {"chain": subject.id, "head_seq": trail[-1].seq if trail else None,
-                        "head_hash": trail[-1].row_hash if trail else None},
+        # The head of the subject's chain when the record was made: a later verifier who finds this row
+        # still there, with this hash, knows no row of the chain up to it was removed or edited.
+        "audit_chain": {"chain": chain, "head_seq": head.seq if head else None,
+                        "head_hash": head.row_hash if head else None},
     }
     record["digest"] = digest_of(record)
     return record

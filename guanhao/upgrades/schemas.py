@@ -272,6 +272,7 @@ class OwnershipHistoryLine(BaseModel):
     from_: str | None = Field(alias="from")
     to: str | None
     audit_seq: int
+    chain: str = Field(description="the audit chain holding the row: the subject id, or '-' for rows of no subject")
     row_hash: str
 
 

@@ -10,13 +10,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from guanhao import clock, errors, pii
 from guanhao.audit import service as audit
 from guanhao.events import service as events
+from guanhao.operators.models import PendingChange
 from guanhao.policy import Policy
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import quotas, rules
@@ -327,22 +328,24 @@ def by_token(session: Session, token: str, *, lock: bool = False) -> Application
 
 def accept(session: Session, token: str, policy: Policy, *, now: dt.datetime) -> Application:
     """SPEC R-15, R-16: the holder consents; the review re-runs every check at once."""
-    app = by_token(session, token, lock=True)
-    _refuse_if_confirmation_closed(app, now)
-    session.add(Consent(application_id=app.id, party="holder", decision="accepted", actor="holder",
-                        agreement_version=policy.confirmation.agreement_version, at=now))
-    app.confirmed_at = now
+    app = _holder_answers(session, token, "accepted", policy, now=now)
     _transition(session, app, State.REVIEWING, actor="holder", now=now)
     return review(session, app, policy, now=now)
 
 
 def decline(session: Session, token: str, policy: Policy, *, now: dt.datetime) -> Application:
+    app = _holder_answers(session, token, "declined", policy, now=now)
+    _end(session, app, State.REJECTED, actor="holder", now=now, reasons=[{"code": "HOLDER_DECLINED"}])
+    return app
+
+
+def _holder_answers(session: Session, token: str, decision: str, policy: Policy, *, now: dt.datetime) -> Application:
+    """The holder's consent (or refusal) recorded with the agreement version they saw (R-15)."""
     app = by_token(session, token, lock=True)
     _refuse_if_confirmation_closed(app, now)
-    session.add(Consent(application_id=app.id, party="holder", decision="declined", actor="holder",
+    session.add(Consent(application_id=app.id, party="holder", decision=decision, actor="holder",
                         agreement_version=policy.confirmation.agreement_version, at=now))
     app.confirmed_at = now
-    _end(session, app, State.REJECTED, actor="holder", now=now, reasons=[{"code": "HOLDER_DECLINED"}])
     return app
 
 
@@ -532,6 +535,15 @@ def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: d
     account.login_phone_enc = record.login_phone_before_enc
     account.updated_at = now
     quotas.release(session, application_id=app.id)
+    # A code sent for the upgraded account must not change it later, even once it is upgraded again (R-24, R-42).
+    # SKIP LOCKED: a verify holding its change waits for our record lock, then finds the account not upgraded.
+    pending = session.scalars(
+        select(PendingChange.id)
+        .where(PendingChange.account_id == record.account_id, PendingChange.status == "pending")
+        .with_for_update(skip_locked=True)
+    ).all()
+    if pending:
+        session.execute(update(PendingChange).where(PendingChange.id.in_(pending)).values(status="superseded", finished_at=now))
     session.delete(record)
     audit.record(
         session, at=now, actor=actor, action="official_account.cancelled", target_kind="account",

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import AnyHttpUrl, BaseModel, Field
 
+from guanhao import clock
 from guanhao.http import Admin
 from guanhao.schemas import INT32_MAX, IdPath, RequestBody, problem_responses
 from guanhao.webhooks import service
@@ -81,7 +82,7 @@ def list_endpoints(call: Admin):
 @router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, responses=problem_responses(401, 403, 404))
 def delete_endpoint(endpoint_id: IdPath, call: Admin):
     with call.unit() as (session, _now):
-        service.remove_endpoint(session, endpoint_id)
+        service.remove_endpoint(session, endpoint_id, now=clock.real_now())
 
 
 @router.get("/webhook-deliveries", response_model=DeliveryList, responses=problem_responses(401, 403, 422))
@@ -101,5 +102,6 @@ def list_deliveries(
 
 @router.post("/webhook-deliveries/{delivery_id}/redeliver", response_model=DeliveryOut, responses=problem_responses(401, 403, 404, 409))
 def redeliver(delivery_id: Annotated[int, Path(ge=1, le=INT32_MAX)], call: Admin):
-    with call.unit() as (session, now):
-        return _delivery_out(service.redeliver(session, delivery_id, now=now))
+    with call.unit() as (session, _now):
+        # the worker's clock: a redelivery is due now in real time, whatever the sandbox clock says
+        return _delivery_out(service.redeliver(session, delivery_id, now=clock.real_now()))

@@ -1,6 +1,9 @@
 """Signed webhooks (SPEC R-61): the outbox delivered to registered endpoints, at least once, in
 order per shop, signed as the Standard Webhooks spec says (webhook-id, webhook-timestamp,
-webhook-signature = "v1," + base64 HMAC-SHA256 over "{id}.{timestamp}.{body}")."""
+webhook-signature = "v1," + base64 HMAC-SHA256 over "{id}.{timestamp}.{body}").
+
+Delivery times (due, lease, backoff) run on the real clock, not the sandbox clock: a set sandbox
+clock stands still, and retries must still come due."""
 
 import base64
 import datetime as dt
@@ -10,7 +13,7 @@ import json
 import random
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -39,13 +42,20 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def verify(secret: str, headers: dict, body: bytes, *, now: int, tolerance: int = 300) -> bool:
-    """What a receiver does; used by the tests and offered to integrators."""
-    msg_id, ts = headers["webhook-id"], int(headers["webhook-timestamp"])
-    if abs(now - ts) > tolerance:
+def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, tolerance: int = 300) -> bool:
+    """What a receiver does; used by the tests and offered to integrators. A request missing a header,
+    or with a timestamp that is not an integer, is refused rather than raising."""
+    msg_id, ts, signatures = (headers.get(k) for k in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    if not (msg_id and ts and signatures):
         return False
-    expected = sign(secret, msg_id, ts, body)
-    return any(hmac.compare_digest(expected, s) for s in headers["webhook-signature"].split())
+    try:
+        timestamp = int(ts)
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = sign(secret, msg_id, timestamp, body)
+    return any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures.split())
 
 
 # ---------------------------------------------------------------- endpoints
@@ -67,11 +77,17 @@ def endpoints(session: Session) -> list[WebhookEndpoint]:
     return list(session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).order_by(WebhookEndpoint.created_at)))
 
 
-def remove_endpoint(session: Session, endpoint_id: str) -> None:
-    endpoint = session.get(WebhookEndpoint, endpoint_id)
+def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:
+    """A removed endpoint gets nothing more: what was still queued for it is dead-lettered, visibly."""
+    endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
     if endpoint is None or not endpoint.active:
         raise errors.NotFound(f"webhook endpoint {endpoint_id} not found")
     endpoint.active = False
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+        .values(status="dead", leased_until=None, last_error="endpoint removed", next_attempt_at=now)
+    )
     session.flush()
 
 
@@ -110,10 +126,12 @@ def claim(session: Session, *, now: dt.datetime, lease: dt.timedelta, limit: int
             earlier.event_seq < WebhookDelivery.event_seq,
         )
     )
+    endpoint_active = exists().where(WebhookEndpoint.id == WebhookDelivery.endpoint_id, WebhookEndpoint.active.is_(True))
     stmt = (
         select(WebhookDelivery)
         .where(
             WebhookDelivery.status == "pending",
+            endpoint_active,
             WebhookDelivery.next_attempt_at <= now,
             (WebhookDelivery.leased_until.is_(None)) | (WebhookDelivery.leased_until < now),
             head_of_lane,
@@ -146,12 +164,31 @@ def payload(event: OutboxEvent) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def send(session: Session, delivery_seq: int, client: httpx.Client, *, timeout: float) -> Attempt:
-    delivery = session.get(WebhookDelivery, delivery_seq)
+@dataclass(frozen=True)
+class Message:
+    delivery_seq: int
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def message(session: Session, delivery_seq: int, *, now: dt.datetime, lease_until: dt.datetime,
+            budget: dt.timedelta) -> Message | None:
+    """The signed request for a delivery this worker claimed, or None when it may no longer send it: the
+    lease (its expiry is the worker's token) was taken over, or too little of it is left for one send, in
+    which case it is handed back at once. So no two workers ever send one delivery at the same time.
+    `now` is the real time: receivers check the timestamp against their own clock."""
+    delivery = session.get(WebhookDelivery, delivery_seq, with_for_update=True)
+    if delivery.status != "pending" or delivery.leased_until != lease_until:
+        return None
+    if lease_until - now < budget:
+        delivery.leased_until = None
+        session.flush()
+        return None
     endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
     event = session.get(OutboxEvent, delivery.event_seq)
     body = payload(event)
-    ts = int(dt.datetime.now(dt.UTC).timestamp())
+    ts = int(now.timestamp())
     secret = pii.vault().decrypt(endpoint.secret_enc, context="webhook_secret")
     headers = {
         "content-type": "application/json",
@@ -159,15 +196,27 @@ def send(session: Session, delivery_seq: int, client: httpx.Client, *, timeout: 
         "webhook-timestamp": str(ts),
         "webhook-signature": sign(secret, event.event_id, ts, body),
     }
+    return Message(delivery_seq, endpoint.url, headers, body)
+
+
+def send(msg: Message, client: httpx.Client, *, timeout: float) -> Attempt:
+    """The HTTP call, outside any transaction: a slow receiver must not hold a database lock."""
     try:
-        response = client.post(endpoint.url, content=body, headers=headers, timeout=timeout)
-        return Attempt(delivery_seq, response.status_code, None if response.is_success else f"HTTP {response.status_code}")
+        response = client.post(msg.url, content=msg.body, headers=msg.headers, timeout=timeout)
+        return Attempt(msg.delivery_seq, response.status_code, None if response.is_success else f"HTTP {response.status_code}")
     except httpx.HTTPError as exc:
-        return Attempt(delivery_seq, None, f"{type(exc).__name__}")
+        return Attempt(msg.delivery_seq, None, f"{type(exc).__name__}")
 
 
-def settle(session: Session, attempt: Attempt, policy: Policy, *, now: dt.datetime, jitter: Callable[[], float] = random.random) -> str:
+def settle(session: Session, attempt: Attempt, policy: Policy, *, now: dt.datetime,
+           lease_until: dt.datetime | None = None, jitter: Callable[[], float] = random.random) -> str:
     delivery = session.get(WebhookDelivery, attempt.delivery_seq, with_for_update=True)
+    if delivery.status != "pending":
+        # Delivered by another attempt, or the endpoint was removed meanwhile: that outcome stands.
+        return delivery.status
+    if not attempt.ok and lease_until is not None and delivery.leased_until not in (lease_until, None):
+        # Another worker holds the delivery now; its attempt decides.
+        return delivery.status
     delivery.attempts += 1
     delivery.leased_until = None
     delivery.last_status = attempt.status
@@ -196,7 +245,9 @@ def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> Webho
         raise errors.NotFound(f"delivery {delivery_seq} not found")
     if delivery.status != "dead":
         raise errors.InvalidTransition("only dead-lettered deliveries can be sent again")
-    delivery.status, delivery.attempts, delivery.next_attempt_at = "pending", 0, now
+    if not session.get(WebhookEndpoint, delivery.endpoint_id).active:
+        raise errors.InvalidTransition("the delivery's webhook endpoint was removed")
+    delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.leased_until = "pending", 0, now, None
     session.flush()
     return delivery
 

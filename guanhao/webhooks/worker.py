@@ -34,14 +34,23 @@ def run_once(policy: Policy, client: httpx.Client) -> Tally:
     tally = Tally()
     w = policy.webhooks
     with session_scope() as session:
-        tally.queued = service.fan_out(session, now=clock.now(session))
+        tally.queued = service.fan_out(session, now=clock.real_now())
+    # One send may take each of httpx's connect, write, read and pool timeouts; the lease covers two sends,
+    # and a claimed delivery is only sent while one whole send still fits in the lease.
+    budget = dt.timedelta(seconds=w.timeout_seconds * 4)
+    lease = 2 * budget
+    now = clock.real_now()
     with session_scope() as session:
-        seqs = service.claim(session, now=clock.now(session), lease=dt.timedelta(seconds=w.timeout_seconds * 3))
+        seqs = service.claim(session, now=now, lease=lease)
+    lease_until = now + lease
     for seq in seqs:
         with session_scope() as session:
-            attempt = service.send(session, seq, client, timeout=w.timeout_seconds)
+            msg = service.message(session, seq, now=clock.real_now(), lease_until=lease_until, budget=budget)
+        if msg is None:
+            continue
+        attempt = service.send(msg, client, timeout=w.timeout_seconds)
         with session_scope() as session:
-            outcome = service.settle(session, attempt, policy, now=clock.now(session))
+            outcome = service.settle(session, attempt, policy, now=clock.real_now(), lease_until=lease_until)
         if outcome == "delivered":
             tally.delivered += 1
         elif outcome == "dead":

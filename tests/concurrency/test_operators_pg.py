@@ -1,9 +1,7 @@
 """Operator capacity (SPEC R-41) under operator changes (更换运营人, R-42): many verifications at once, on
 different accounts, all naming the same new person; the slots table must hold the bound of 5."""
 
-import httpx
 import pytest
-import sqlalchemy as sa
 
 from guanhao import pii
 from guanhao.upgrades import quotas
@@ -14,19 +12,6 @@ pytestmark = pytest.mark.postgres
 
 API = "/api/v1"
 ACCOUNTS = 22
-
-
-@pytest.fixture
-def driver(live_server, admin_headers):
-    with httpx.Client(base_url=live_server, timeout=30) as client:
-        yield Api(client, admin_headers)
-
-
-@pytest.fixture
-def sql(database):
-    engine = sa.create_engine(database)
-    yield engine
-    engine.dispose()
 
 
 def latest_code(driver: Api, phone: str) -> str:

@@ -8,29 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from tests.concurrency.test_races import assert_clean, scalar
-from tests.factories import Api
+
 
 pytestmark = pytest.mark.postgres
 
 API = "/api/v1"
 REQUESTS = 500
 CLIENTS = 50
-
-
-@pytest.fixture
-def driver(live_server, admin_headers):
-    with httpx.Client(base_url=live_server, timeout=30) as client:
-        yield Api(client, admin_headers)
-
-
-@pytest.fixture
-def sql(database):
-    engine = sa.create_engine(database)
-    yield engine
-    engine.dispose()
 
 
 def fire(base_url: str, path: str, headers: dict, *, n: int, clients: int) -> list[httpx.Response]:

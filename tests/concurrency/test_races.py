@@ -27,24 +27,6 @@ API = "/api/v1"
 # ---------------------------------------------------------------- harness
 
 
-@pytest.fixture
-def http(live_server):
-    with httpx.Client(base_url=live_server, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def driver(http, admin_headers):
-    return Api(http, admin_headers)
-
-
-@pytest.fixture
-def sql(database):
-    engine = sa.create_engine(database)
-    yield engine
-    engine.dispose()
-
-
 def race(base_url: str, requests: list) -> list[httpx.Response]:
     """Sends every `requests[i](client)` at once, one warmed-up client per thread; returns the responses in order."""
     n = len(requests)

@@ -36,13 +36,6 @@ ELIGIBLE = """
 """
 
 
-@pytest.fixture
-def sql(database):
-    engine = sa.create_engine(database)
-    yield engine
-    engine.dispose()
-
-
 def guanhao(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([GUANHAO, *args], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kwargs)

@@ -103,6 +103,49 @@ def is_postgres(session_or_engine) -> bool:
 
 COMMIT_ORDER_LOCK = 0x6775616E68616F  # "guanhao"
 
+# Rows some domains write only at commit (the audit chain, the outbox), queued per session. A
+# rolled-back savepoint drops what was queued inside it; a rolled-back transaction drops all.
+_QUEUES = "guanhao.queued"
+_MARKS = "guanhao.queue_marks"
+
+
+def queue(session: Session, name: str, rows) -> None:
+    session.info.setdefault(_QUEUES, {}).setdefault(name, []).extend(rows)
+
+
+def take_queued(session: Session, name: str) -> list[dict]:
+    """For a before_commit listener: the rows to write now. SQLAlchemy also calls before_commit
+    when a savepoint is released; that is not the commit, so nothing is taken then."""
+    if session.in_nested_transaction():
+        return []
+    return session.info.get(_QUEUES, {}).pop(name, [])
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction) -> None:
+    if transaction.nested:
+        queued = session.info.get(_QUEUES, {})
+        session.info.setdefault(_MARKS, {})[id(transaction)] = {name: len(rows) for name, rows in queued.items()}
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _unqueue(session: Session, previous_transaction) -> None:
+    queued = session.info.get(_QUEUES)
+    if previous_transaction.nested:
+        mark = session.info.get(_MARKS, {}).pop(id(previous_transaction), None)
+        if queued and mark is not None:
+            for name, rows in queued.items():
+                del rows[mark.get(name, 0):]
+    elif previous_transaction.parent is None:
+        session.info.pop(_QUEUES, None)
+        session.info.pop(_MARKS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_marks(session: Session, transaction) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_MARKS, None)
+
 
 def take_commit_order_lock(session: Session) -> None:
     """Serialises the last step of writing transactions, so that rows written under it (outbox

@@ -15,6 +15,16 @@ INT32_MAX = 2_147_483_647  # the columns are 32-bit on PostgreSQL
 Int = Annotated[int, Field(strict=True, ge=-INT32_MAX, le=INT32_MAX)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 Bool = Annotated[bool, Field(strict=True)]
+
+
+def _a_number(value: Any) -> Any:
+    # Lax float parsing would take true as 1.0 and "4.6" as 4.6; the schema says number.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError("float_type", "must be a number")
+    return value
+
+
+Score = Annotated[float, BeforeValidator(_a_number), Field(ge=0, le=5, description="店铺体验分, 0–5")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID_PATTERN)]

@@ -17,11 +17,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from guanhao.audit.models import AuditEntry
-from guanhao.db import bulk_insert, take_commit_order_lock
+from guanhao.db import bulk_insert, queue, take_commit_order_lock, take_queued
 
 GENESIS = "0" * 64
 NO_SUBJECT = "-"
-_PENDING = "guanhao.audit"
+_QUEUE = "audit"
 
 
 def record(
@@ -38,18 +38,17 @@ def record(
     to_state: str | None = None,
     detail: dict | None = None,
 ) -> None:
-    session.info.setdefault(_PENDING, []).append({
+    queue(session, _QUEUE, [{
         "at": at, "actor": actor, "action": action, "target_kind": target_kind, "target_id": target_id,
         "subject_id": subject_id, "shop_id": shop_id, "from_state": from_state, "to_state": to_state,
         "detail": detail or {},
-    })
+    }])
 
 
 def record_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `record` (waves): dicts with the same keyword names."""
-    pending = session.info.setdefault(_PENDING, [])
-    pending.extend({"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}, **row}
-                   for row in rows)
+    defaults = {"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}}
+    queue(session, _QUEUE, ({**defaults, **row} for row in rows))
 
 
 def canonical(row: dict) -> bytes:
@@ -72,7 +71,7 @@ def chain_of(subject_id: str | None) -> str:
 
 @event.listens_for(Session, "before_commit")
 def _write_trail(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
+    pending = take_queued(session, _QUEUE)
     if not pending:
         return
     session.flush()
@@ -85,11 +84,6 @@ def _write_trail(session: Session) -> None:
         row["chain"], row["prev_hash"] = chain, prev
         row["row_hash"] = heads[chain] = row_hash(prev, row)
     bulk_insert(session, AuditEntry.__table__, pending)
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_trail(session: Session) -> None:
-    session.info.pop(_PENDING, None)
 
 
 def _heads(session: Session, chains: list[str]) -> dict[str, str]:

@@ -11,34 +11,29 @@ import uuid
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from guanhao.db import bulk_insert, take_commit_order_lock
+from guanhao.db import bulk_insert, queue, take_commit_order_lock, take_queued
 from guanhao.events.models import OutboxEvent
 
-_PENDING = "guanhao.outbox"
+_QUEUE = "outbox"
 
 
 def emit(session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict) -> str:
     event_id = "evt_" + uuid.uuid4().hex
-    session.info.setdefault(_PENDING, []).append(
+    queue(session, _QUEUE, [
         {"event_id": event_id, "type": type_, "shop_id": shop_id, "subject_id": subject_id, "at": at, "data": data}
-    )
+    ])
     return event_id
 
 
 @event.listens_for(Session, "before_commit")
 def _write_outbox(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
+    pending = take_queued(session, _QUEUE)
     if not pending:
         return
     # Everything else first: a flush that waits on another transaction's row must not hold the outbox lock.
     session.flush()
     take_commit_order_lock(session)
     bulk_insert(session, OutboxEvent.__table__, pending)
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_outbox(session: Session) -> None:
-    session.info.pop(_PENDING, None)
 
 
 def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id: str | None = None) -> list[OutboxEvent]:
@@ -52,6 +47,4 @@ def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id
 
 def emit_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
-    pending = session.info.setdefault(_PENDING, [])
-    for row in rows:
-        pending.append(row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row})
+    queue(session, _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows))

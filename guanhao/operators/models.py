@@ -18,6 +18,8 @@ class PendingChange(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id"))
     subject_id: Mapped[str] = mapped_column(ForeignKey("subjects.id"))
+    # The upgrade the change was asked for: a code never carries over to a later upgrade after a cancel.
+    application_id: Mapped[str] = mapped_column(ForeignKey("upgrade_applications.id"))
     status: Mapped[str] = mapped_column(String(12))  # pending | verified | superseded | failed | expired
     new_name_enc: Mapped[str | None] = mapped_column(Text)
     new_id_number_enc: Mapped[str | None] = mapped_column(Text)

@@ -83,7 +83,8 @@ def _request(session: Session, record: OfficialAccount, kind: str, policy: Polic
     code = f"{secrets.randbelow(10**6):06d}"
     change = PendingChange(
         id=("opc_" if kind == "operator" else "rbd_") + uuid.uuid4().hex[:20], kind=kind,
-        account_id=record.account_id, shop_id=record.shop_id, subject_id=record.subject_id, status="pending",
+        account_id=record.account_id, shop_id=record.shop_id, subject_id=record.subject_id,
+        application_id=record.application_id, status="pending",
         new_name_enc=name_enc, new_id_number_enc=id_number_enc, new_phone_enc=phone_enc, new_id_hash=id_hash,
         code_hash="", attempts=0, expires_at=now + dt.timedelta(seconds=cfg.code_ttl_seconds), sent_at=now,
         actor=actor, created_at=now,
@@ -134,7 +135,12 @@ def verify(session: Session, shop_id: str, change_id: str, code: str, kind: str,
             return Verified(change, errors.TooManyAttempts("too many wrong codes; request a new one"))
         left = policy.sms.max_attempts - change.attempts
         return Verified(change, errors.CodeInvalid(f"wrong code; {left} tries left"))
-    record = official(session, shop_id, lock=True)
+    record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
+    if record is None or record.application_id != change.application_id:
+        # The upgrade this code was sent for was cancelled meanwhile: the code dies with it,
+        # and does not carry over to a later upgrade of the same account.
+        change.status, change.finished_at = "superseded", now
+        return Verified(change, errors.CodeExpired("the upgrade this code was sent for no longer stands; request a new one"))
     if kind == "operator":
         _apply_operator(session, record, change, policy, actor=actor, now=now)
     else:

@@ -3,7 +3,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from guanhao.schemas import Bool, NonNegInt, ObjectId, PersonIn, PersonOut, RequestBody, Text, phone_value
+from guanhao.schemas import Bool, NonNegInt, ObjectId, PersonIn, PersonOut, RequestBody, Score, Text, phone_value
 
 SubjectType = Literal["enterprise", "individual_business", "personal"]
 ShopType = Literal["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual", "personal"]
@@ -35,14 +35,7 @@ class ShopIn(RequestBody):
     name: Text
     shop_type: ShopType
     status: ShopStatus
-    experience_score: float = Field(ge=0, le=5, description="店铺体验分, 0–5")
-
-    @field_validator("experience_score", mode="before")
-    @classmethod
-    def _number(cls, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError("experience_score must be a number")
-        return value
+    experience_score: Score
 
 
 class ShopOut(BaseModel):

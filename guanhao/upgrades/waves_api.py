@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from guanhao.db import session_scope
 from guanhao.http import Admin
-from guanhao.schemas import IdPath, NonNegInt, RequestBody, problem_responses
+from guanhao.schemas import IdPath, NonNegInt, RequestBody, Score, problem_responses
 from guanhao.upgrades import waves
 from guanhao.upgrades.models import Wave
 
@@ -18,7 +18,7 @@ log = structlog.get_logger("guanhao.waves")
 
 class WaveIn(RequestBody):
     limit: NonNegInt = Field(description="the most upgrades this wave makes")
-    min_experience_score: float | None = Field(default=None, ge=0, le=5, description="default: the policy minimum")
+    min_experience_score: Score | None = Field(default=None, description="default: the policy minimum")
 
 
 class WaveStarted(BaseModel):

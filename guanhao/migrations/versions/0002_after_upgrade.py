@@ -87,6 +87,7 @@ def upgrade() -> None:
     sa.Column('account_id', sa.String(length=64), nullable=False),
     sa.Column('shop_id', sa.String(length=64), nullable=False),
     sa.Column('subject_id', sa.String(length=64), nullable=False),
+    sa.Column('application_id', sa.String(length=40), nullable=False),
     sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('new_name_enc', sa.Text(), nullable=True),
     sa.Column('new_id_number_enc', sa.Text(), nullable=True),
@@ -104,6 +105,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_pending_changes_account_id_accounts')),
     sa.ForeignKeyConstraint(['shop_id'], ['shops.id'], name=op.f('fk_pending_changes_shop_id_shops')),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_pending_changes_subject_id_subjects')),
+    sa.ForeignKeyConstraint(['application_id'], ['upgrade_applications.id'], name=op.f('fk_pending_changes_application_id_upgrade_applications')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pending_changes'))
     )
     with op.batch_alter_table('pending_changes', schema=None) as batch_op:

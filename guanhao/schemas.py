@@ -5,7 +5,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from guanhao import pii
@@ -74,12 +74,23 @@ class RequestBody(BaseModel):
         return _no_control_characters(data)
 
 
+def phone_value(value: str) -> str:
+    try:
+        return pii.normalize_phone(value)
+    except pii.InvalidPhone as exc:
+        raise PydanticCustomError("invalid_phone", str(exc)) from None
+
+
+# A mainland mobile number, validated and normalised (+86 and separators dropped) on the way in.
+Phone = Annotated[str, AfterValidator(phone_value), Field(description="mainland mobile number", examples=["13800138000"])]
+
+
 class PersonIn(RequestBody):
     """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     id_number: Annotated[str, Field(description="18-character mainland ID card number (GB 11643)", examples=["11010519491231002X"])]
-    phone: Annotated[str, Field(description="mainland mobile number", examples=["13800138000"])]
+    phone: Phone
 
     @field_validator("id_number")
     @classmethod
@@ -89,20 +100,10 @@ class PersonIn(RequestBody):
         except pii.InvalidIdNumber as exc:
             raise PydanticCustomError("invalid_id_number", str(exc)) from None
 
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, value: str) -> str:
-        return phone_value(value)
-
     def person(self) -> pii.Person:
         return pii.Person(name=self.name, id_number=self.id_number, phone=self.phone)
 
 
-def phone_value(value: str) -> str:
-    try:
-        return pii.normalize_phone(value)
-    except pii.InvalidPhone as exc:
-        raise PydanticCustomError("invalid_phone", str(exc)) from None
 
 
 class PersonOut(BaseModel):

@@ -2,12 +2,12 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from guanhao import pii
 from guanhao.http import Authenticated
 from guanhao.operators import service
-from guanhao.schemas import IdPath, PersonIn, PersonOut, RequestBody, phone_value, problem_responses
+from guanhao.schemas import IdPath, PersonIn, PersonOut, Phone, RequestBody, problem_responses
 from guanhao.subjects import service as subjects
 
 router = APIRouter(prefix="/shops/{shop_id}/official-account", tags=["operators (运营人管理)"])
@@ -19,12 +19,7 @@ class CodeIn(RequestBody):
 
 
 class PhoneRebindIn(RequestBody):
-    new_phone: str = Field(examples=["13800138000"])
-
-    @field_validator("new_phone")
-    @classmethod
-    def _phone(cls, value: str) -> str:
-        return phone_value(value)
+    new_phone: Phone
 
 
 class ChangeOut(BaseModel):
@@ -68,19 +63,23 @@ def request_operator_change(shop_id: IdPath, body: PersonIn, call: Authenticated
         return {"change_id": change.id, "expires_at": change.expires_at, "phone": pii.mask_phone(body.phone)}
 
 
-@router.post("/operator-changes/{change_id}/verify", response_model=OperatorChanged, responses=_WRITE)
-def verify_operator_change(shop_id: IdPath, change_id: IdPath, body: CodeIn, call: Authenticated):
+def _verify(call, shop_id: str, change_id: str, code: str, kind: str, render) -> dict:
+    """Checks the code; a wrong try is counted and committed before the refusal is raised."""
     with call.unit() as (session, now):
         _shop(session, call, shop_id)
-        result = service.verify(session, shop_id, change_id, body.code, "operator", call.policy, actor=call.actor, now=now)
-        out = None
-        if result.error is None:
-            record = service.official(session, shop_id)
-            out = {"change_id": change_id, "shop_id": shop_id, "account_id": record.account_id,
-                   "operator": service.operator_view(record)}
-    if result.error is not None:  # the wrong try is counted (committed) before the refusal
+        result = service.verify(session, shop_id, change_id, code, kind, call.policy, actor=call.actor, now=now)
+        out = render(session, service.official(session, shop_id)) if result.error is None else None
+    if result.error is not None:
         raise result.error
     return out
+
+
+@router.post("/operator-changes/{change_id}/verify", response_model=OperatorChanged, responses=_WRITE)
+def verify_operator_change(shop_id: IdPath, change_id: IdPath, body: CodeIn, call: Authenticated):
+    return _verify(call, shop_id, change_id, body.code, "operator", lambda session, record: {
+        "change_id": change_id, "shop_id": shop_id, "account_id": record.account_id,
+        "operator": service.operator_view(record),
+    })
 
 
 @router.post("/phone-rebinds", status_code=201, response_model=RebindOut, responses=_WRITE)
@@ -94,15 +93,10 @@ def request_phone_rebind(shop_id: IdPath, body: PhoneRebindIn, call: Authenticat
 
 @router.post("/phone-rebinds/{rebind_id}/verify", response_model=PhoneChanged, responses=_WRITE)
 def verify_phone_rebind(shop_id: IdPath, rebind_id: IdPath, body: CodeIn, call: Authenticated):
-    with call.unit() as (session, now):
-        _shop(session, call, shop_id)
-        result = service.verify(session, shop_id, rebind_id, body.code, "login_phone", call.policy, actor=call.actor, now=now)
-        out = None
-        if result.error is None:
-            record = service.official(session, shop_id)
-            account = subjects.get_account(session, record.account_id)
-            out = {"rebind_id": rebind_id, "shop_id": shop_id, "account_id": record.account_id,
-                   "login_phone": pii.mask_phone(pii.vault().decrypt(account.login_phone_enc, context="login_phone"))}
-    if result.error is not None:
-        raise result.error
-    return out
+    def render(session, record) -> dict:
+        account = subjects.get_account(session, record.account_id)
+        phone = pii.vault().decrypt(account.login_phone_enc, context="login_phone")
+        return {"rebind_id": rebind_id, "shop_id": shop_id, "account_id": record.account_id,
+                "login_phone": pii.mask_phone(phone)}
+
+    return _verify(call, shop_id, rebind_id, body.code, "login_phone", render)

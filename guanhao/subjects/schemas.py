@@ -1,9 +1,9 @@
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints
 
-from guanhao.schemas import Bool, NonNegInt, ObjectId, PersonIn, PersonOut, RequestBody, Score, Text, phone_value
+from guanhao.schemas import Bool, NonNegInt, ObjectId, PersonIn, PersonOut, Phone, RequestBody, Score, Text
 
 SubjectType = Literal["enterprise", "individual_business", "personal"]
 ShopType = Literal["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual", "personal"]
@@ -58,13 +58,8 @@ class AccountIn(RequestBody):
     status: AccountStatus
     real_name_verified: Bool
     violations_90d: NonNegInt = 0
-    login_phone: str = Field(examples=["13800138000"])
+    login_phone: Phone
     holder: PersonIn
-
-    @field_validator("login_phone")
-    @classmethod
-    def _phone(cls, value: str) -> str:
-        return phone_value(value)
 
 
 class AccountOut(BaseModel):

@@ -132,7 +132,7 @@ def work(
             retries += 1
             if retries > 20:
                 with session_scope() as session:
-                    _fail(session, wave_id, "gave up after repeated conflicts", now=clock.now(session))
+                    fail(session, wave_id, "gave up after repeated conflicts", now=clock.now(session))
                 raise
 
 
@@ -145,7 +145,7 @@ def _finish(session: Session, wave_id: str, *, now: dt.datetime) -> None:
                      detail={"scanned": wave.scanned, "upgraded": wave.upgraded, "skipped": wave.skipped})
 
 
-def _fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> None:
+def fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> None:
     wave = session.get(Wave, wave_id, with_for_update=True)
     wave.status, wave.error, wave.finished_at, wave.updated_at = "failed", error[:500], now, now
 

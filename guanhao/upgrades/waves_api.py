@@ -58,7 +58,7 @@ def _run_in_background(wave_id: str, policy) -> None:
             from guanhao import clock
 
             with session_scope() as session:
-                waves._fail(session, wave_id, type(exc).__name__, now=clock.now(session))
+                waves.fail(session, wave_id, type(exc).__name__, now=clock.now(session))
 
     threading.Thread(target=target, name=f"wave-{wave_id}", daemon=True).start()
 

@@ -250,7 +250,3 @@ def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> Webho
     delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.leased_until = "pending", 0, now, None
     session.flush()
     return delivery
-
-
-def reset_leases(session: Session) -> None:
-    session.execute(update(WebhookDelivery).where(WebhookDelivery.status == "pending").values(leased_until=None))

@@ -22,8 +22,15 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WRITTEN = ["auto_upgrade_wave_skips", "official_accounts", "slots", "outbox_events", "audit_log",
-           "upgrade_applications", "auto_upgrade_waves"]
+WRITTEN = [
+    "auto_upgrade_wave_skips",
+    "official_accounts",
+    "slots",
+    "outbox_events",
+    "audit_log",
+    "upgrade_applications",
+    "auto_upgrade_waves",
+]
 
 
 def scratch_database(admin_url: str, name: str) -> str:
@@ -39,13 +46,17 @@ def build(engine: sa.Engine, shops: int) -> dict:
     """Subjects of three shops each; ~40 % score ≥ 4.6, of which ~3/4 pass every check → ~30 % qualify."""
     subjects = (shops + 2) // 3
     with engine.begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             INSERT INTO subjects (id, name, subject_type, cross_border, license_number, license_valid_until, created_at, updated_at)
             SELECT 'bs-' || lpad(g::text, 8, '0'), 'Bench subject ' || g,
                    CASE WHEN g % 10 = 0 THEN 'individual_business' ELSE 'enterprise' END,
                    g % 20 = 0, NULL, NULL, now(), now()
-            FROM generate_series(1, :n) g"""), {"n": subjects})
-        conn.execute(sa.text("""
+            FROM generate_series(1, :n) g"""),
+            {"n": subjects},
+        )
+        conn.execute(
+            sa.text("""
             INSERT INTO accounts (id, nickname, followers, following, posts, status, real_name_verified, violations_90d,
                                   login_phone_enc, holder_name_enc, holder_id_number_enc, holder_phone_enc, holder_id_hash,
                                   created_at, updated_at)
@@ -54,14 +65,19 @@ def build(engine: sa.Engine, shops: int) -> dict:
                    CASE WHEN g % 11 = 0 THEN 1 ELSE 0 END,
                    'v1:bench-phone', 'v1:bench-name', 'v1:bench-id', 'v1:bench-phone', md5('h' || g) || md5('o' || g),
                    now(), now()
-            FROM generate_series(1, :n) g"""), {"n": shops})
-        conn.execute(sa.text("""
+            FROM generate_series(1, :n) g"""),
+            {"n": shops},
+        )
+        conn.execute(
+            sa.text("""
             INSERT INTO shops (id, subject_id, name, shop_type, status, experience_score, official_account_id, created_at, updated_at)
             SELECT 'bshop-' || lpad(g::text, 8, '0'), 'bs-' || lpad((1 + (g - 1) / 3)::text, 8, '0'), 'bench shop ' || g,
                    CASE WHEN g % 50 = 0 THEN 'personal' ELSE 'flagship' END, 'active',
                    CASE WHEN g % 100 < 40 THEN 4.6 + (g % 5) * 0.08 ELSE 3.0 + (g % 15) * 0.1 END,
                    'ba-' || lpad(g::text, 8, '0'), now(), now()
-            FROM generate_series(1, :n) g"""), {"n": shops})
+            FROM generate_series(1, :n) g"""),
+            {"n": shops},
+        )
         conn.execute(sa.text("ANALYZE"))
     return {"subjects": subjects}
 
@@ -75,8 +91,12 @@ def run_wave(url: str, shops: int) -> tuple[float, float, dict]:
     env = dict(os.environ, GUANHAO_DATABASE_URL=url, GUANHAO_QUIET_DEV_KEYS="1")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    out = subprocess.run([str(ROOT / ".venv/bin/guanhao"), "waves", "run", "--limit", str(shops), "--quiet"],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/guanhao"), "waves", "run", "--limit", str(shops), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"wave failed:\n{out.stdout}\n{out.stderr}")
@@ -172,8 +192,10 @@ def run_baseline(engine: sa.Engine) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--url", default=os.environ.get("GUANHAO_BENCH_POSTGRES_URL",
-                                                         "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("GUANHAO_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     args = parser.parse_args()
 
     from guanhao import migrate
@@ -201,7 +223,9 @@ def main() -> None:
     print()
     print(f"{'shops':>10} {'upgraded':>9} {'wave s':>8} {'baseline s':>10} {'ratio':>6} {'shops/s':>9} {'peak RSS':>9}")
     for size, upgraded, wave_s, base_s, rss in rows:
-        print(f"{size:>10,} {upgraded:>9,} {wave_s:>8.1f} {base_s:>10.1f} {wave_s / base_s:>6.2f} {size / wave_s:>9,.0f} {rss:>7.0f} MiB")
+        print(
+            f"{size:>10,} {upgraded:>9,} {wave_s:>8.1f} {base_s:>10.1f} {wave_s / base_s:>6.2f} {size / wave_s:>9,.0f} {rss:>7.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

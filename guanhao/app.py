@@ -62,7 +62,9 @@ def _malformed() -> errors.DomainError:
 def _body_not_object(errs: list[dict]) -> bool:
     # A JSON value that is not an object where an object is expected ("[]", "3"), or no body at all where
     # one is required: malformed, not a field error.
-    return any(e.get("type") in ("model_attributes_type", "missing") and tuple(e.get("loc", ())) == ("body",) for e in errs)
+    return any(
+        e.get("type") in ("model_attributes_type", "missing") and tuple(e.get("loc", ())) == ("body",) for e in errs
+    )
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -72,7 +74,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
     if exc.status_code == 405:
         body = errors.problem("METHOD_NOT_ALLOWED", 405, lang, "method not allowed on this path")
         # RFC 9110: a 405 lists every method the path allows (Starlette names only the first route's).
-        return ProblemResponse(body, status_code=405, headers={"Allow": ", ".join(sorted(allowed_methods(request.app, request.url.path)))})
+        return ProblemResponse(
+            body, status_code=405, headers={"Allow": ", ".join(sorted(allowed_methods(request.app, request.url.path)))}
+        )
     body = errors.problem("HTTP_ERROR", exc.status_code, lang, str(exc.detail))
     return ProblemResponse(body, status_code=exc.status_code)
 
@@ -125,9 +129,9 @@ def create_app() -> FastAPI:
     from guanhao.audit import api as audit_api
     from guanhao.auth import api as auth_api
     from guanhao.events import api as events_api
-    from guanhao.subjects import api as subjects_api
     from guanhao.operators import api as operators_api
     from guanhao.posting import api as posting_api
+    from guanhao.subjects import api as subjects_api
     from guanhao.upgrades import api as upgrades_api
     from guanhao.upgrades import waves_api
     from guanhao.webhooks import api as webhooks_api
@@ -176,7 +180,11 @@ def _openapi(app: FastAPI) -> dict:
     for path, ops in schema["paths"].items():
         for method, op in ops.items():
             # The bearer security scheme describes Authorization; a second, optional header parameter would not.
-            params = [p for p in op.get("parameters", []) if not (p["in"] == "header" and p["name"].lower() == "authorization")]
+            params = [
+                p
+                for p in op.get("parameters", [])
+                if not (p["in"] == "header" and p["name"].lower() == "authorization")
+            ]
             if params:
                 op["parameters"] = params
             else:
@@ -189,13 +197,22 @@ def _openapi(app: FastAPI) -> dict:
                         resp["description"] = "Invalid input (VALIDATION_ERROR, INVALID_ID_NUMBER, INVALID_PHONE, …)"
             if method in ("post", "put", "patch", "delete"):
                 op.setdefault("parameters", []).append(
-                    {"name": "Idempotency-Key", "in": "header", "required": False,
-                     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                     "description": "same key + same request replays the first response"}
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "same key + same request replays the first response",
+                    }
                 )
                 if op.get("requestBody"):
-                    responses.setdefault("400", {"description": "Malformed body (MALFORMED_BODY)",
-                                                 "content": {"application/problem+json": {"schema": problem_ref}}})
+                    responses.setdefault(
+                        "400",
+                        {
+                            "description": "Malformed body (MALFORMED_BODY)",
+                            "content": {"application/problem+json": {"schema": problem_ref}},
+                        },
+                    )
             if not path.startswith(f"{API}/confirmations") and path != f"{API}/health":
                 op["security"] = [{"bearer": []}]
     app.openapi_schema = schema

@@ -60,7 +60,9 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    deliver_webhooks: Annotated[bool, typer.Option(help="also run the webhook delivery worker in this process")] = False,
+    deliver_webhooks: Annotated[
+        bool, typer.Option(help="also run the webhook delivery worker in this process")
+    ] = False,
 ) -> None:
     """Serve the HTTP API; brings the database schema up to date first."""
     import os
@@ -77,8 +79,15 @@ def serve(
     _upgrade_schema()
     logs.configure(get_settings().log_level)
     console.print(f"guanhao on http://{host}:{port}  database {get_engine_url()}  sandbox={get_settings().sandbox}")
-    uvicorn.run("guanhao.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False,
-                log_level="warning")
+    uvicorn.run(
+        "guanhao.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+    )
 
 
 @keys_app.command("create")
@@ -121,9 +130,8 @@ def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | pu
         raise typer.Exit(2)
     _startup_checks()
     _upgrade_schema()
-    with console.status(f"running {name}…"):
-        with session_scope() as session:
-            processed = jobs.run(session, name, get_policy(), clock.now(session))
+    with console.status(f"running {name}…"), session_scope() as session:
+        processed = jobs.run(session, name, get_policy(), clock.now(session))
     console.print(f"{name}: processed {processed}")
 
 
@@ -137,9 +145,6 @@ def demo_data(
     _startup_checks()
     _upgrade_schema()
     demo.load(console, reset=reset)
-
-
-
 
 
 # ---------------------------------------------------------------- waves
@@ -167,10 +172,14 @@ def _candidates(min_score: float) -> int:
     from guanhao.upgrades.models import OfficialAccount
 
     with session_scope() as session:
-        return session.scalar(
-            select(func.count()).select_from(Shop)
-            .where(Shop.experience_score >= min_score, ~exists().where(OfficialAccount.shop_id == Shop.id))
-        ) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Shop)
+                .where(Shop.experience_score >= min_score, ~exists().where(OfficialAccount.shop_id == Shop.id))
+            )
+            or 0
+        )
 
 
 def _work(wave_id: str, *, chunk: int, quiet: bool) -> None:
@@ -184,8 +193,15 @@ def _work(wave_id: str, *, chunk: int, quiet: bool) -> None:
         wave = waves.get(session, wave_id)
         limit, min_score = wave.limit, wave.min_experience_score
     total = None if quiet else _candidates(min_score)  # a count over every shop: only for the progress bar
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[line]}"),
-                  TimeElapsedColumn(), console=console, disable=quiet) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[line]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as progress:
         task = progress.add_task(f"wave {wave_id}", total=total, line="")
 
         def report(w) -> None:
@@ -202,7 +218,9 @@ def _work(wave_id: str, *, chunk: int, quiet: bool) -> None:
 @waves_app.command("run")
 def waves_run(
     limit: Annotated[int, typer.Option(min=0, help="the most upgrades this wave makes")],
-    min_score: Annotated[float | None, typer.Option(min=0, max=5, help="minimum experience score (default: policy)")] = None,
+    min_score: Annotated[
+        float | None, typer.Option(min=0, max=5, help="minimum experience score (default: policy)")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="report what the wave would do; write nothing")] = False,
     chunk: Annotated[int, typer.Option(min=1, help="shops per transaction")] = 1000,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
@@ -221,12 +239,19 @@ def waves_run(
 
         with Progress(console=console, disable=quiet) as progress:
             task = progress.add_task("dry run", total=None)
-            outcome = waves.simulate(policy, limit=limit, min_score=min_score, chunk=chunk,
-                                     progress=lambda o: progress.update(task, completed=o.scanned))
+            outcome = waves.simulate(
+                policy,
+                limit=limit,
+                min_score=min_score,
+                chunk=chunk,
+                progress=lambda o: progress.update(task, completed=o.scanned),
+            )
         _summary("dry run (nothing written)", outcome.scanned, outcome.upgraded, outcome.skipped, dict(outcome.reasons))
         return
     with session_scope() as session:
-        wave = waves.start(session, limit=limit, min_score=min_score, policy=policy, actor="cli", now=clock.now(session))
+        wave = waves.start(
+            session, limit=limit, min_score=min_score, policy=policy, actor="cli", now=clock.now(session)
+        )
         wave_id = wave.id
     console.print(f"wave {wave_id} started (resume it with: guanhao waves resume {wave_id})")
     print(wave_id, flush=True)
@@ -267,8 +292,13 @@ def waves_show(wave_id: Annotated[str, typer.Argument()]) -> None:
     try:
         with session_scope() as session:
             w = waves.get(session, wave_id)
-            _summary(f"wave {w.id}: {w.status} (limit {w.limit:,}, min score {w.min_experience_score})",
-                     w.scanned, w.upgraded, w.skipped, w.skip_reasons)
+            _summary(
+                f"wave {w.id}: {w.status} (limit {w.limit:,}, min score {w.min_experience_score})",
+                w.scanned,
+                w.upgraded,
+                w.skipped,
+                w.skip_reasons,
+            )
     except NotFound:
         console.print(f"[red]no wave {wave_id}[/red]")
         raise typer.Exit(2) from None
@@ -299,7 +329,9 @@ def events_deliver(
     if once:
         with httpx.Client() as client:
             tally = worker.run_once(policy, client)
-        console.print(f"queued {tally.queued}, delivered {tally.delivered}, retrying {tally.retrying}, dead {tally.dead}")
+        console.print(
+            f"queued {tally.queued}, delivered {tally.delivered}, retrying {tally.retrying}, dead {tally.dead}"
+        )
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -135,7 +135,7 @@ def _unqueue(session: Session, previous_transaction) -> None:
         mark = session.info.get(_MARKS, {}).pop(id(previous_transaction), None)
         if queued and mark is not None:
             for name, rows in queued.items():
-                del rows[mark.get(name, 0):]
+                del rows[mark.get(name, 0) :]
     elif previous_transaction.parent is None:
         session.info.pop(_QUEUES, None)
         session.info.pop(_MARKS, None)

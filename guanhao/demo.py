@@ -68,20 +68,50 @@ def load(console: Console, *, reset: bool = False) -> None:
             return
         now = clock.now(session)
         for sid, (name, stype, cross) in SUBJECTS.items():
-            subjects.put_subject(session, sid, SubjectIn(name=name, subject_type=stype, cross_border=cross,
-                                                          license_valid_until=dt.date(2030, 12, 31)), actor=ACTOR, now=now)
+            subjects.put_subject(
+                session,
+                sid,
+                SubjectIn(name=name, subject_type=stype, cross_border=cross, license_valid_until=dt.date(2030, 12, 31)),
+                actor=ACTOR,
+                now=now,
+            )
         rows = []
-        for n, (shop_id, name, sid, stype, status, score, followers, verified, violations, scenario) in enumerate(SHOPS, 1):
-            subjects.put_shop(session, shop_id, ShopIn(subject_id=sid, name=name, shop_type=stype, status=status,
-                                                       experience_score=score), actor=ACTOR, now=now)
+        for n, (shop_id, name, sid, stype, status, score, followers, verified, violations, scenario) in enumerate(
+            SHOPS, 1
+        ):
+            subjects.put_shop(
+                session,
+                shop_id,
+                ShopIn(subject_id=sid, name=name, shop_type=stype, status=status, experience_score=score),
+                actor=ACTOR,
+                now=now,
+            )
             account_id = f"dy-{shop_id.split('-')[1]}"
-            subjects.put_account(session, account_id, AccountIn(
-                nickname=name.replace("店", "号"), followers=followers, status="normal" if verified else "restricted",
-                real_name_verified=verified, violations_90d=violations, login_phone=f"1380000{n:04d}",
-                holder=_person(n, HOLDERS[n - 1])), actor=ACTOR, now=now)
+            subjects.put_account(
+                session,
+                account_id,
+                AccountIn(
+                    nickname=name.replace("店", "号"),
+                    followers=followers,
+                    status="normal" if verified else "restricted",
+                    real_name_verified=verified,
+                    violations_90d=violations,
+                    login_phone=f"1380000{n:04d}",
+                    holder=_person(n, HOLDERS[n - 1]),
+                ),
+                actor=ACTOR,
+                now=now,
+            )
             subjects.bind(session, shop_id, BindingIn(account_id=account_id), actor=ACTOR, now=now)
-            rows.append([shop_id, name, sid, scenario, _play(session, scenario, shop_id, policy=policy, now=now,
-                                                             public_url=public_url)])
+            rows.append(
+                [
+                    shop_id,
+                    name,
+                    sid,
+                    scenario,
+                    _play(session, scenario, shop_id, policy=policy, now=now, public_url=public_url),
+                ]
+            )
     _auto_upgrades(policy, rows)
     table = Table(title="demo shops (演示店铺)")
     for col in ("shop", "name", "subject", "scenario", "state"):
@@ -96,8 +126,9 @@ def load(console: Console, *, reset: bool = False) -> None:
 def _auto_upgrades(policy, rows: list[list[str]]) -> None:
     """系统自动升级 for the 'auto' shops through a real wave, then one of them cancelled (取消升级)."""
     with session_scope() as session:
-        wave = waves.start(session, limit=10, min_score=DEMO_WAVE_MIN_SCORE, policy=policy, actor="demo-data",
-                           now=clock.now(session))
+        wave = waves.start(
+            session, limit=10, min_score=DEMO_WAVE_MIN_SCORE, policy=policy, actor="demo-data", now=clock.now(session)
+        )
     waves.work(wave.id, policy)
     with session_scope() as session:
         upgrades.cancel(session, "shop-5002", policy, actor="merchant:demo", now=clock.now(session))
@@ -114,8 +145,17 @@ def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, pub
     if scenario.startswith("auto"):
         return "waiting for the demo wave"
     started = now - dt.timedelta(days=8) if scenario == "expired" else now - dt.timedelta(hours=2)
-    app = upgrades.submit(session, shop_id, policy, account_type=None, operator=None, agree_terms=True,
-                          actor="merchant:demo", now=started, public_url=public_url)
+    app = upgrades.submit(
+        session,
+        shop_id,
+        policy,
+        account_type=None,
+        operator=None,
+        agree_terms=True,
+        actor="merchant:demo",
+        now=started,
+        public_url=public_url,
+    )
     token = upgrades.confirmation_token(app)
     later = started + dt.timedelta(minutes=30)
     if scenario in ("succeeded", "staff_review"):
@@ -133,13 +173,21 @@ def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, pub
 def _print_access(console: Console, session, public_url: str) -> None:
     now = clock.now(session)
     _, admin_token = auth.create_key(session, role="admin", subject_id=None, label="demo admin", now=now)
-    _, merchant_token = auth.create_key(session, role="merchant", subject_id="subj-hz-tea", label="demo merchant", now=now)
-    pending = session.scalar(select(upgrades.Application).where(upgrades.Application.shop_id == "shop-1002",
-                                                                 upgrades.Application.status == "submitted"))
+    _, merchant_token = auth.create_key(
+        session, role="merchant", subject_id="subj-hz-tea", label="demo merchant", now=now
+    )
+    pending = session.scalar(
+        select(upgrades.Application).where(
+            upgrades.Application.shop_id == "shop-1002", upgrades.Application.status == "submitted"
+        )
+    )
     api = f"{public_url}/api/v1"
-    console.print(f"\n[bold]Credentials (shown once; stored hashed)[/bold]\n"
-                  f"  admin token:    {admin_token}\n"
-                  f"  merchant token: {merchant_token}   (subject subj-hz-tea, 杭州云栖茶业)\n", soft_wrap=True)
+    console.print(
+        f"\n[bold]Credentials (shown once; stored hashed)[/bold]\n"
+        f"  admin token:    {admin_token}\n"
+        f"  merchant token: {merchant_token}   (subject subj-hz-tea, 杭州云栖茶业)\n",
+        soft_wrap=True,
+    )
     console.print("[bold]Try[/bold]")
     lines = [
         f"curl -s {api}/shops/shop-1001/eligibility -H 'Authorization: Bearer {merchant_token}'",
@@ -150,7 +198,9 @@ def _print_access(console: Console, session, public_url: str) -> None:
         f"curl -s {api}/admin/review-queue -H 'Authorization: Bearer {admin_token}'",
     ]
     if pending is not None:
-        lines.append(f"curl -s -X POST {upgrades.confirmation_url(public_url, upgrades.confirmation_token(pending))}/accept")
+        lines.append(
+            f"curl -s -X POST {upgrades.confirmation_url(public_url, upgrades.confirmation_token(pending))}/accept"
+        )
     for line in lines:
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"\nOpenAPI: {api}/openapi.json   docs: {api}/docs\n", soft_wrap=True)

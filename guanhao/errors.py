@@ -17,10 +17,16 @@ TITLES: dict[str, tuple[str, str]] = {
     "INVALID_TRANSITION": ("当前状态不允许此操作", "Not allowed in the current state"),
     "CANCEL_WINDOW_CLOSED": ("已超过取消升级时效", "The cancel window has closed"),
     "CANCEL_NOT_ALLOWED": ("该升级不支持取消", "This upgrade cannot be cancelled"),
-    "OPERATOR_LIMIT_REACHED": ("运营人可运营的官方账号数已达上限", "The operator already runs the most official accounts allowed"),
+    "OPERATOR_LIMIT_REACHED": (
+        "运营人可运营的官方账号数已达上限",
+        "The operator already runs the most official accounts allowed",
+    ),
     "NOT_UPGRADED": ("账号尚未升级", "The account is not upgraded"),
     "ACCOUNT_ALREADY_BOUND": ("该抖音账号已绑定其他店铺", "The account is bound to another shop"),
-    "IDEMPOTENCY_KEY_IN_FLIGHT": ("相同的 Idempotency-Key 请求正在处理", "A request with this Idempotency-Key is in flight"),
+    "IDEMPOTENCY_KEY_IN_FLIGHT": (
+        "相同的 Idempotency-Key 请求正在处理",
+        "A request with this Idempotency-Key is in flight",
+    ),
     "CODE_EXPIRED": ("验证码已过期", "The code has expired"),
     "VALIDATION_ERROR": ("请求参数有误", "The request is invalid"),
     "INVALID_ID_NUMBER": ("身份证号无效", "Invalid ID card number"),
@@ -81,9 +87,7 @@ IdempotencyKeyReused = _error("IdempotencyKeyReused", "IDEMPOTENCY_KEY_REUSED", 
 DailyPostLimitReached = _error("DailyPostLimitReached", "DAILY_POST_LIMIT_REACHED", 429)
 TooManyAttempts = _error("TooManyAttempts", "TOO_MANY_ATTEMPTS", 429)
 
-BY_CODE: dict[str, type[DomainError]] = {
-    cls.code: cls for cls in DomainError.__subclasses__()
-}
+BY_CODE: dict[str, type[DomainError]] = {cls.code: cls for cls in DomainError.__subclasses__()}
 
 
 def problem(code: str, status: int, lang: str, detail: str | None, **extra: Any) -> dict:

@@ -112,8 +112,10 @@ def decode_cursor(cursor: str | None) -> int | None:
             raise ValueError
         return seq
     except (ValueError, UnicodeDecodeError):
-        raise errors.ValidationFailed("cursor is not one this service gave out",
-                                      errors=[{"field": "cursor", "type": "invalid_cursor", "message": "bad cursor"}]) from None
+        raise errors.ValidationFailed(
+            "cursor is not one this service gave out",
+            errors=[{"field": "cursor", "type": "invalid_cursor", "message": "bad cursor"}],
+        ) from None
 
 
 def page(items: list, *, limit: int, seq_of) -> str | None:
@@ -130,7 +132,10 @@ def allowed_methods(app, path: str) -> set[str]:
         from fastapi.routing import iter_route_contexts
         from starlette.routing import compile_path
 
-        table = [(compile_path(rc.path)[0], frozenset(rc.methods))
-                 for rc in iter_route_contexts(app.routes) if rc.path and rc.methods]
+        table = [
+            (compile_path(rc.path)[0], frozenset(rc.methods))
+            for rc in iter_route_contexts(app.routes)
+            if rc.path and rc.methods
+        ]
         _ROUTE_TABLES[app] = table
     return {m for regex, methods in table if regex.match(path) for m in methods}

@@ -48,7 +48,9 @@ def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None
         now = clock.now(session)
         existing = session.get(IdempotencyRecord, (caller, key))
         if existing is not None:
-            stale_done = existing.state == "done" and now - existing.created_at > dt.timedelta(hours=idem.retention_hours)
+            stale_done = existing.state == "done" and now - existing.created_at > dt.timedelta(
+                hours=idem.retention_hours
+            )
             stale_flight = existing.state == "in_flight" and now - existing.created_at > dt.timedelta(
                 seconds=idem.in_flight_timeout_seconds
             )
@@ -91,7 +93,9 @@ def _finish(caller: str, key: str, status: int, content_type: str | None, body: 
 
 def _release(caller: str, key: str) -> None:
     with session_scope() as session:
-        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key))
+        session.execute(
+            delete(IdempotencyRecord).where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key)
+        )
 
 
 def purge(session, *, now: dt.datetime, retention: dt.timedelta) -> int:
@@ -118,7 +122,10 @@ class IdempotencyMiddleware:
         # The length limit applies to the header as sent (what the OpenAPI document states), quotes included.
         if not key or len(raw_key) > MAX_KEY_LENGTH:
             return await self.render_error(
-                scope, receive, send, errors.ValidationFailed(f"Idempotency-Key must have 1 to {MAX_KEY_LENGTH} characters")
+                scope,
+                receive,
+                send,
+                errors.ValidationFailed(f"Idempotency-Key must have 1 to {MAX_KEY_LENGTH} characters"),
             )
 
         body = b""
@@ -137,11 +144,17 @@ class IdempotencyMiddleware:
         if existing is not None:
             if existing.request_hash != request_hash:
                 return await self.render_error(
-                    scope, receive, send, errors.IdempotencyKeyReused("this Idempotency-Key was first used with another request")
+                    scope,
+                    receive,
+                    send,
+                    errors.IdempotencyKeyReused("this Idempotency-Key was first used with another request"),
                 )
             if existing.state != "done":
                 return await self.render_error(
-                    scope, receive, send, errors.IdempotencyKeyInFlight("the first request with this key is still running; retry later")
+                    scope,
+                    receive,
+                    send,
+                    errors.IdempotencyKeyInFlight("the first request with this key is still running; retry later"),
                 )
             replay = (vault().decrypt(existing.body_enc, context="idempotency") or "").encode()
             await send(

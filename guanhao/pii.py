@@ -108,7 +108,7 @@ class Vault:
             return None
         if not token.startswith(self._PREFIX):
             raise ValueError("unknown ciphertext version")
-        raw = base64.b64decode(token[len(self._PREFIX):])
+        raw = base64.b64decode(token[len(self._PREFIX) :])
         return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
 
     def blind_index(self, value: str, *, kind: str) -> str:
@@ -145,7 +145,11 @@ class Person:
         return vault().blind_index(self.id_number, kind="id_number")
 
     def masked(self) -> dict:
-        return {"name": mask_name(self.name), "id_number": mask_id_number(self.id_number), "phone": mask_phone(self.phone)}
+        return {
+            "name": mask_name(self.name),
+            "id_number": mask_id_number(self.id_number),
+            "phone": mask_phone(self.phone),
+        }
 
 
 def seal_person(person: Person, *, context: str) -> dict[str, str]:

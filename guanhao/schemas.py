@@ -5,7 +5,16 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from guanhao import pii
@@ -82,14 +91,18 @@ def phone_value(value: str) -> str:
 
 
 # A mainland mobile number, validated and normalised (+86 and separators dropped) on the way in.
-Phone = Annotated[str, AfterValidator(phone_value), Field(description="mainland mobile number", examples=["13800138000"])]
+Phone = Annotated[
+    str, AfterValidator(phone_value), Field(description="mainland mobile number", examples=["13800138000"])
+]
 
 
 class PersonIn(RequestBody):
     """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    id_number: Annotated[str, Field(description="18-character mainland ID card number (GB 11643)", examples=["11010519491231002X"])]
+    id_number: Annotated[
+        str, Field(description="18-character mainland ID card number (GB 11643)", examples=["11010519491231002X"])
+    ]
     phone: Phone
 
     @field_validator("id_number")
@@ -102,8 +115,6 @@ class PersonIn(RequestBody):
 
     def person(self) -> pii.Person:
         return pii.Person(name=self.name, id_number=self.id_number, phone=self.phone)
-
-
 
 
 class PersonOut(BaseModel):

@@ -98,9 +98,15 @@ def database(database_template, tmp_path, monkeypatch):
         url = source
         engine = sa.create_engine(url)
         with engine.begin() as conn:
-            tables = conn.execute(
-                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
-            ).scalars().all()
+            tables = (
+                conn.execute(
+                    sa.text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                    )
+                )
+                .scalars()
+                .all()
+            )
             conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         engine.dispose()
     monkeypatch.setenv("GUANHAO_DATABASE_URL", url)
@@ -157,8 +163,9 @@ def live_server(database):
     from guanhao.app import create_app
 
     port = _free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                            limit_concurrency=1000)
+    config = uvicorn.Config(
+        create_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False, limit_concurrency=1000
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -39,34 +39,57 @@ class Api:
     # -- platform sync
     def subject(self, subject_id: str | None = None, **fields) -> str:
         subject_id = subject_id or ids("subj")
-        body = {"name": "杭州示例科技有限公司", "subject_type": "enterprise", "cross_border": False,
-                "license_valid_until": None} | fields
+        body = {
+            "name": "杭州示例科技有限公司",
+            "subject_type": "enterprise",
+            "cross_border": False,
+            "license_valid_until": None,
+        } | fields
         r = self.client.put(f"/api/v1/subjects/{subject_id}", json=body, headers=self.admin)
         assert r.status_code in (200, 201), r.text
         return subject_id
 
     def shop(self, subject_id: str, shop_id: str | None = None, **fields) -> str:
         shop_id = shop_id or ids("shop")
-        body = {"subject_id": subject_id, "name": "示例旗舰店", "shop_type": "flagship", "status": "active",
-                "experience_score": 4.8} | fields
+        body = {
+            "subject_id": subject_id,
+            "name": "示例旗舰店",
+            "shop_type": "flagship",
+            "status": "active",
+            "experience_score": 4.8,
+        } | fields
         r = self.client.put(f"/api/v1/shops/{shop_id}", json=body, headers=self.admin)
         assert r.status_code in (200, 201), r.text
         return shop_id
 
     def account(self, account_id: str | None = None, *, holder: dict | None = None, **fields) -> str:
         account_id = account_id or ids("acct")
-        body = {"nickname": "示例官方号", "followers": 12000, "status": "normal", "real_name_verified": True,
-                "violations_90d": 0, "login_phone": phone(), "holder": holder or person()} | fields
+        body = {
+            "nickname": "示例官方号",
+            "followers": 12000,
+            "status": "normal",
+            "real_name_verified": True,
+            "violations_90d": 0,
+            "login_phone": phone(),
+            "holder": holder or person(),
+        } | fields
         r = self.client.put(f"/api/v1/accounts/{account_id}", json=body, headers=self.admin)
         assert r.status_code in (200, 201), r.text
         return account_id
 
     def bind(self, shop_id: str, account_id: str):
-        return self.client.put(f"/api/v1/shops/{shop_id}/official-account", json={"account_id": account_id},
-                               headers=self.admin)
+        return self.client.put(
+            f"/api/v1/shops/{shop_id}/official-account", json={"account_id": account_id}, headers=self.admin
+        )
 
-    def ready_shop(self, subject_id: str | None = None, *, shop_fields: dict | None = None,
-                   account_fields: dict | None = None, holder: dict | None = None) -> tuple[str, str, str]:
+    def ready_shop(
+        self,
+        subject_id: str | None = None,
+        *,
+        shop_fields: dict | None = None,
+        account_fields: dict | None = None,
+        holder: dict | None = None,
+    ) -> tuple[str, str, str]:
         """(subject_id, shop_id, account_id) of a shop that passes every check."""
         subject_id = subject_id or self.subject()
         shop_id = self.shop(subject_id, **(shop_fields or {}))
@@ -77,15 +100,17 @@ class Api:
 
     # -- merchants
     def merchant(self, subject_id: str) -> dict:
-        r = self.client.post("/api/v1/admin/api-keys", json={"role": "merchant", "subject_id": subject_id},
-                             headers=self.admin)
+        r = self.client.post(
+            "/api/v1/admin/api-keys", json={"role": "merchant", "subject_id": subject_id}, headers=self.admin
+        )
         assert r.status_code == 201, r.text
         return {"Authorization": f"Bearer {r.json()['token']}"}
 
     def submit(self, shop_id: str, headers: dict | None = None, **body):
         payload = {"agree_terms": True} | body
-        return self.client.post(f"/api/v1/shops/{shop_id}/upgrade-applications", json=payload,
-                                headers=headers or self.admin)
+        return self.client.post(
+            f"/api/v1/shops/{shop_id}/upgrade-applications", json=payload, headers=headers or self.admin
+        )
 
     def token(self, application_id: str) -> str:
         r = self.client.get(f"/api/v1/admin/upgrade-applications/{application_id}", headers=self.admin)

@@ -68,11 +68,14 @@ def test_api_keys_create_admin_key(client):
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("args", [
-    ["--role", "merchant", "--subject", "no-such-subject"],
-    ["--role", "merchant"],
-    ["--role", "emperor"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--role", "merchant", "--subject", "no-such-subject"],
+        ["--role", "merchant"],
+        ["--role", "emperor"],
+    ],
+)
 def test_api_keys_create_refuses_bad_input(args):
     result = run("api-keys", "create", *args)
     assert result.exit_code != 0
@@ -90,12 +93,28 @@ def test_jobs_run_expire_confirmations_expires_overdue_applications(api):
     _, fresh_shop, _ = api.ready_shop()
     with session_scope() as session:
         now = clock.now(session)
-        overdue = upgrades.submit(session, overdue_shop, get_policy(), account_type=None, operator=None,
-                                  agree_terms=True, actor="test", now=now - dt.timedelta(days=8),
-                                  public_url="http://testserver")
-        fresh = upgrades.submit(session, fresh_shop, get_policy(), account_type=None, operator=None,
-                                agree_terms=True, actor="test", now=now - dt.timedelta(hours=1),
-                                public_url="http://testserver")
+        overdue = upgrades.submit(
+            session,
+            overdue_shop,
+            get_policy(),
+            account_type=None,
+            operator=None,
+            agree_terms=True,
+            actor="test",
+            now=now - dt.timedelta(days=8),
+            public_url="http://testserver",
+        )
+        fresh = upgrades.submit(
+            session,
+            fresh_shop,
+            get_policy(),
+            account_type=None,
+            operator=None,
+            agree_terms=True,
+            actor="test",
+            now=now - dt.timedelta(hours=1),
+            public_url="http://testserver",
+        )
 
     result = run("jobs", "run", "expire-confirmations")
     assert result.exit_code == 0, result.output
@@ -121,8 +140,17 @@ def test_demo_data_loads_every_state_once(client, admin_headers):
     assert "admin token:" in result.output and "merchant token:" in result.output
 
     statuses = {}
-    for shop_id in ("shop-1001", "shop-1002", "shop-1003", "shop-1004", "shop-2001", "shop-2002", "shop-3001",
-                    "shop-4001", "shop-4002"):
+    for shop_id in (
+        "shop-1001",
+        "shop-1002",
+        "shop-1003",
+        "shop-1004",
+        "shop-2001",
+        "shop-2002",
+        "shop-3001",
+        "shop-4001",
+        "shop-4002",
+    ):
         items = client.get(f"/api/v1/shops/{shop_id}/upgrade-applications", headers=admin_headers).json()["items"]
         statuses[shop_id] = items[0]["status"] if items else None
     assert set(statuses.values()) >= {None, "submitted", "succeeded", "reviewing", "rejected", "expired", "withdrawn"}
@@ -130,8 +158,9 @@ def test_demo_data_loads_every_state_once(client, admin_headers):
     assert client.get("/api/v1/shops/shop-1001/eligibility", headers=admin_headers).json()["eligible"] is True
 
     # The printed merchant token works.
-    merchant_token = next(line.split(":", 1)[1].split()[0] for line in result.output.splitlines()
-                          if "merchant token:" in line)
+    merchant_token = next(
+        line.split(":", 1)[1].split()[0] for line in result.output.splitlines() if "merchant token:" in line
+    )
     r = client.get("/api/v1/shops/shop-1001/official-account", headers={"Authorization": f"Bearer {merchant_token}"})
     assert r.status_code == 200
 
@@ -154,8 +183,12 @@ def test_serve_really_serves(tmp_path):
         "GUANHAO_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
         "GUANHAO_VAR_DIR": str(tmp_path / "var"),
     }
-    proc = subprocess.Popen([str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -170,8 +203,11 @@ def test_serve_really_serves(tmp_path):
         assert r.json()["status"] == "ok"
         # The schema was brought up to date first: an authenticated read works.
         token = os.environ["GUANHAO_ADMIN_TOKEN"]
-        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/admin/review-queue",
-                      headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/admin/review-queue",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
         assert r.status_code == 200, r.text
     finally:
         proc.terminate()

@@ -21,8 +21,13 @@ def _record(session, target: str) -> None:
 
 
 def _written(session) -> tuple[list[str], list[str]]:
-    trail = list(session.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "probe").order_by(AuditEntry.seq)))
-    outbox = [e.data["target"] for e in session.scalars(select(OutboxEvent).where(OutboxEvent.type == "probe").order_by(OutboxEvent.seq))]
+    trail = list(
+        session.scalars(select(AuditEntry.target_id).where(AuditEntry.action == "probe").order_by(AuditEntry.seq))
+    )
+    outbox = [
+        e.data["target"]
+        for e in session.scalars(select(OutboxEvent).where(OutboxEvent.type == "probe").order_by(OutboxEvent.seq))
+    ]
     return trail, outbox
 
 

@@ -11,8 +11,11 @@ T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
 def _submit(api, shop_id, headers, key, **body):
-    return api.client.post(f"/api/v1/shops/{shop_id}/upgrade-applications", json={"agree_terms": True} | body,
-                           headers=headers | {"Idempotency-Key": key})
+    return api.client.post(
+        f"/api/v1/shops/{shop_id}/upgrade-applications",
+        json={"agree_terms": True} | body,
+        headers=headers | {"Idempotency-Key": key},
+    )
 
 
 def _applications(api, shop_id) -> list[dict]:
@@ -40,8 +43,16 @@ def test_same_body_in_another_key_order_is_the_same_request(api):
     subject_id, shop_id, _ = api.ready_shop()
     merchant = api.merchant(subject_id)
     h = merchant | {"Idempotency-Key": "k", "Content-Type": "application/json"}
-    first = api.client.post(f"/api/v1/shops/{shop_id}/upgrade-applications", content=b'{"agree_terms":true,"account_type":"main"}', headers=h)
-    again = api.client.post(f"/api/v1/shops/{shop_id}/upgrade-applications", content=b'{ "account_type": "main", "agree_terms": true }', headers=h)
+    first = api.client.post(
+        f"/api/v1/shops/{shop_id}/upgrade-applications",
+        content=b'{"agree_terms":true,"account_type":"main"}',
+        headers=h,
+    )
+    again = api.client.post(
+        f"/api/v1/shops/{shop_id}/upgrade-applications",
+        content=b'{ "account_type": "main", "agree_terms": true }',
+        headers=h,
+    )
     assert first.status_code == again.status_code == 201
     assert again.headers["idempotent-replayed"] == "true"
 
@@ -94,7 +105,9 @@ def test_an_error_response_is_replayed_too(api):
 def test_a_replayed_secret_is_not_stored_in_clear(api, engine):
     import sqlalchemy as sa
 
-    r = api.client.post("/api/v1/admin/api-keys", json={"role": "admin"}, headers=api.admin | {"Idempotency-Key": "key-1"})
+    r = api.client.post(
+        "/api/v1/admin/api-keys", json={"role": "admin"}, headers=api.admin | {"Idempotency-Key": "key-1"}
+    )
     assert r.status_code == 201
     token = r.json()["token"]
     with engine.connect() as conn:
@@ -137,8 +150,11 @@ def test_concurrent_requests_with_one_key_have_one_effect(api, live_server):
 
     def post(_):
         with httpx.Client(base_url=live_server, timeout=30) as c:
-            return c.post(f"/api/v1/shops/{shop_id}/upgrade-applications", json={"agree_terms": True},
-                          headers=merchant | {"Idempotency-Key": "race"})
+            return c.post(
+                f"/api/v1/shops/{shop_id}/upgrade-applications",
+                json={"agree_terms": True},
+                headers=merchant | {"Idempotency-Key": "race"},
+            )
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(post, range(8)))
@@ -160,7 +176,9 @@ def test_the_caller_scope_is_a_keyed_hash(api, engine):
 
     from tests.conftest import ADMIN_TOKEN
 
-    r = api.client.post("/api/v1/admin/api-keys", json={"role": "admin"}, headers=api.admin | {"Idempotency-Key": "scope"})
+    r = api.client.post(
+        "/api/v1/admin/api-keys", json={"role": "admin"}, headers=api.admin | {"Idempotency-Key": "scope"}
+    )
     assert r.status_code == 201
     with engine.connect() as conn:
         [caller] = conn.execute(sa.text("SELECT caller FROM idempotency_keys")).scalars().all()

@@ -53,13 +53,15 @@ CHECKS = [
     ignored_auth,
 ]
 
-config = schemathesis.Config.from_dict({
-    # The document's `bearer` scheme filled with the admin token: schemathesis then knows which of
-    # its requests go without credentials on purpose (and expects 401 for them).
-    "auth": {"openapi": {"bearer": {"bearer": ADMIN_TOKEN}}},
-    "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
-    "output": {"sanitization": {"enabled": False}},
-})
+config = schemathesis.Config.from_dict(
+    {
+        # The document's `bearer` scheme filled with the admin token: schemathesis then knows which of
+        # its requests go without credentials on purpose (and expects 401 for them).
+        "auth": {"openapi": {"bearer": {"bearer": ADMIN_TOKEN}}},
+        "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
+        "output": {"sanitization": {"enabled": False}},
+    }
+)
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(), config=config)
 # POST /import takes NDJSON: text on the wire.
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")

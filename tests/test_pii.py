@@ -116,7 +116,17 @@ def test_r50_valid_phones_are_normalized(raw, normalized):
 
 @pytest.mark.parametrize(
     "raw",
-    ["138001380001", "1380013800", "12800138000", "１３８００１３８０００", "10800138000", "23800138000", "1380013800a", "", "+1 13800138000"],
+    [
+        "138001380001",
+        "1380013800",
+        "12800138000",
+        "１３８００１３８０００",
+        "10800138000",
+        "23800138000",
+        "1380013800a",
+        "",
+        "+1 13800138000",
+    ],
 )
 def test_r50_bad_phones_are_refused(raw):
     with pytest.raises(pii.InvalidPhone):

@@ -36,9 +36,7 @@ NEW_LOGIN_PHONE_2 = "13729292946"
 
 PEOPLE = [HOLDER, HOLDER_BIG, HOLDER_DECLINES, HOLDER_IMPORTED, OPERATOR, NEW_OPERATOR]
 CANARIES = (
-    [p[k] for p in PEOPLE for k in ("name", "id_number", "phone")]
-    + LOGIN_PHONES
-    + [NEW_LOGIN_PHONE, NEW_LOGIN_PHONE_2]
+    [p[k] for p in PEOPLE for k in ("name", "id_number", "phone")] + LOGIN_PHONES + [NEW_LOGIN_PHONE, NEW_LOGIN_PHONE_2]
 )
 
 
@@ -83,15 +81,27 @@ class Recorder:
 
         def request(method, url, *args, **kwargs):
             r = original(method, url, *args, **kwargs)
-            self.bodies.append((f"{method} {url} → {r.status_code}", r.text + "\n" + "\n".join(f"{k}: {v}" for k, v in r.headers.items())))
+            self.bodies.append(
+                (
+                    f"{method} {url} → {r.status_code}",
+                    r.text + "\n" + "\n".join(f"{k}: {v}" for k, v in r.headers.items()),
+                )
+            )
             return r
 
         client.request = request
 
 
 def _account_body(holder: dict, login_phone: str, **fields) -> dict:
-    return {"nickname": "金丝雀号", "followers": 5000, "status": "normal", "real_name_verified": True,
-            "violations_90d": 0, "login_phone": login_phone, "holder": holder} | fields
+    return {
+        "nickname": "金丝雀号",
+        "followers": 5000,
+        "status": "normal",
+        "real_name_verified": True,
+        "violations_90d": 0,
+        "login_phone": login_phone,
+        "holder": holder,
+    } | fields
 
 
 def _route_exists(app, path_suffix: str) -> bool:
@@ -125,13 +135,19 @@ def _drive_everything(api, app) -> None:
     assert api.bind(shop_1, "acct-canary-1").status_code == 200
     r = c.get(f"{API}/shops/{shop_1}/eligibility", headers=merchant)
     assert r.status_code == 200
-    r = c.post(f"{API}/shops/{shop_1}/upgrade-applications", json={"agree_terms": True, "operator": OPERATOR},
-               headers=merchant | {"Idempotency-Key": "canary-submit"})
+    r = c.post(
+        f"{API}/shops/{shop_1}/upgrade-applications",
+        json={"agree_terms": True, "operator": OPERATOR},
+        headers=merchant | {"Idempotency-Key": "canary-submit"},
+    )
     assert r.status_code == 201, r.text
     app_1 = r.json()["application_id"]
     # replayed from the idempotency store
-    r = c.post(f"{API}/shops/{shop_1}/upgrade-applications", json={"agree_terms": True, "operator": OPERATOR},
-               headers=merchant | {"Idempotency-Key": "canary-submit"})
+    r = c.post(
+        f"{API}/shops/{shop_1}/upgrade-applications",
+        json={"agree_terms": True, "operator": OPERATOR},
+        headers=merchant | {"Idempotency-Key": "canary-submit"},
+    )
     assert r.headers.get("idempotent-replayed") == "true"
     token = api.token(app_1)
     assert c.get(f"{API}/confirmations/{token}").status_code == 200
@@ -176,8 +192,11 @@ def _drive_everything(api, app) -> None:
     assert api.official_account(shop_1, merchant)["operator"]["name"] == "暨**"
     r = c.post(f"{base}/operator-changes", json=OPERATOR, headers=merchant)  # and back to the first operator
     assert r.status_code == 201, r.text
-    r = c.post(f"{base}/operator-changes/{r.json()['change_id']}/verify",
-               json={"code": _latest_code(api, OPERATOR["phone"])}, headers=merchant)
+    r = c.post(
+        f"{base}/operator-changes/{r.json()['change_id']}/verify",
+        json={"code": _latest_code(api, OPERATOR["phone"])},
+        headers=merchant,
+    )
     assert r.status_code == 200, r.text
 
     r = c.post(f"{base}/phone-rebinds", json={"new_phone": NEW_LOGIN_PHONE + "9"}, headers=merchant)
@@ -189,14 +208,23 @@ def _drive_everything(api, app) -> None:
     assert code
     r = c.post(f"{base}/phone-rebinds/{rebind_id}/verify", json={"code": _other(code)}, headers=merchant)
     assert r.status_code == 422 and r.json()["code"] == "CODE_INVALID", r.text
-    r = c.post(f"{base}/phone-rebinds/{rebind_id}/verify", json={"code": code},
-               headers=merchant | {"Idempotency-Key": "canary-rebind"})
+    r = c.post(
+        f"{base}/phone-rebinds/{rebind_id}/verify",
+        json={"code": code},
+        headers=merchant | {"Idempotency-Key": "canary-rebind"},
+    )
     assert r.status_code == 200, r.text
-    assert api.official_account(shop_1, merchant)["account"]["login_phone"] == NEW_LOGIN_PHONE[:3] + "****" + NEW_LOGIN_PHONE[-4:]
+    assert (
+        api.official_account(shop_1, merchant)["account"]["login_phone"]
+        == NEW_LOGIN_PHONE[:3] + "****" + NEW_LOGIN_PHONE[-4:]
+    )
     r = c.post(f"{base}/phone-rebinds", json={"new_phone": NEW_LOGIN_PHONE_2}, headers=merchant)
     assert r.status_code == 201, r.text
-    r = c.post(f"{base}/phone-rebinds/{r.json()['rebind_id']}/verify",
-               json={"code": _latest_code(api, NEW_LOGIN_PHONE_2)}, headers=merchant)
+    r = c.post(
+        f"{base}/phone-rebinds/{r.json()['rebind_id']}/verify",
+        json={"code": _latest_code(api, NEW_LOGIN_PHONE_2)},
+        headers=merchant,
+    )
     assert r.status_code == 200, r.text
     for kind in ("operator.changed", "login_phone.changed"):
         assert [e for e in api.events(shop_id=shop_1) if e["type"] == kind], kind
@@ -206,12 +234,20 @@ def _drive_everything(api, app) -> None:
 
     # 3. staff review path: approve one, reject another
     shop_2 = api.shop(subject_id)
-    c.put(f"{API}/accounts/acct-canary-2", json=_account_body(HOLDER_BIG, LOGIN_PHONES[1], followers=2_000_000), headers=admin)
+    c.put(
+        f"{API}/accounts/acct-canary-2",
+        json=_account_body(HOLDER_BIG, LOGIN_PHONES[1], followers=2_000_000),
+        headers=admin,
+    )
     assert api.bind(shop_2, "acct-canary-2").status_code == 200
     app_2 = api.upgrade(shop_2)
     assert app_2["status"] == "reviewing"
     c.get(f"{API}/admin/review-queue", headers=admin)
-    r = c.post(f"{API}/admin/upgrade-applications/{app_2['application_id']}/reject", json={"reason": "资料待补充"}, headers=admin)
+    r = c.post(
+        f"{API}/admin/upgrade-applications/{app_2['application_id']}/reject",
+        json={"reason": "资料待补充"},
+        headers=admin,
+    )
     assert r.status_code == 200, r.text
     app_2b = api.upgrade(shop_2)
     r = c.post(f"{API}/admin/upgrade-applications/{app_2b['application_id']}/approve", headers=admin)
@@ -231,8 +267,10 @@ def _drive_everything(api, app) -> None:
     lines = [
         {"kind": "account", "id": "acct-canary-4"} | _account_body(HOLDER_IMPORTED, LOGIN_PHONES[3]),
         {"kind": "binding", "shop_id": shop_4, "account_id": "acct-canary-4"},
-        {"kind": "account", "id": "acct-canary-bad"} | _account_body(HOLDER_IMPORTED | {"phone": "12" + HOLDER_IMPORTED["phone"][2:]}, LOGIN_PHONES[3]),
-        {"kind": "account", "id": "acct-canary-bad2"} | _account_body(HOLDER_IMPORTED, LOGIN_PHONES[3], surprise=HOLDER["name"]),
+        {"kind": "account", "id": "acct-canary-bad"}
+        | _account_body(HOLDER_IMPORTED | {"phone": "12" + HOLDER_IMPORTED["phone"][2:]}, LOGIN_PHONES[3]),
+        {"kind": "account", "id": "acct-canary-bad2"}
+        | _account_body(HOLDER_IMPORTED, LOGIN_PHONES[3], surprise=HOLDER["name"]),
     ]
     body = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
     r = c.post(f"{API}/import", content=body, headers=admin | {"Content-Type": "application/x-ndjson"})
@@ -240,19 +278,25 @@ def _drive_everything(api, app) -> None:
 
     # 6. refused inputs do not echo what was sent
     wrong_check = HOLDER["id_number"][:17] + ("0" if HOLDER["id_number"][17] != "0" else "1")
-    r = c.put(f"{API}/accounts/acct-canary-5", json=_account_body(HOLDER | {"id_number": wrong_check}, LOGIN_PHONES[0]),
-              headers=admin)
+    r = c.put(
+        f"{API}/accounts/acct-canary-5",
+        json=_account_body(HOLDER | {"id_number": wrong_check}, LOGIN_PHONES[0]),
+        headers=admin,
+    )
     assert r.status_code == 422
     r = c.put(f"{API}/accounts/acct-canary-5", json=_account_body(HOLDER, LOGIN_PHONES[0], nickname=""), headers=admin)
     assert r.status_code == 422
-    r = c.post(f"{API}/shops/{shop_4}/upgrade-applications", json={"agree_terms": True, "operator": OPERATOR | {"extra": 1}},
-               headers=merchant)
+    r = c.post(
+        f"{API}/shops/{shop_4}/upgrade-applications",
+        json={"agree_terms": True, "operator": OPERATOR | {"extra": 1}},
+        headers=merchant,
+    )
     assert r.status_code == 422
 
     # 7. the sandbox SMS, the outbox and the audit trail
     for p in PEOPLE:
         c.get(f"{API}/sandbox/sms", params={"phone": p["phone"]}, headers=admin)
-    for phone_ in LOGIN_PHONES + [NEW_LOGIN_PHONE, NEW_LOGIN_PHONE_2]:
+    for phone_ in [*LOGIN_PHONES, NEW_LOGIN_PHONE, NEW_LOGIN_PHONE_2]:
         c.get(f"{API}/sandbox/sms", params={"phone": phone_}, headers=admin)
     api.events()
     cursor = None
@@ -277,8 +321,14 @@ def json_logs(caplog):
     buffer = io.StringIO()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer))
     # httpx logs the test client's own request URLs: that is the caller, not the service.
-    yield lambda: buffer.getvalue() + "\n".join(
-        caplog.handler.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    yield (
+        lambda: (
+            buffer.getvalue()
+            + "\n".join(
+                caplog.handler.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+            )
+        )
+    )
     structlog.reset_defaults()
 
 

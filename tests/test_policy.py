@@ -17,7 +17,14 @@ DEFAULT_TEXT = DEFAULT_POLICY_PATH.read_text(encoding="utf-8")
 def test_default_policy_matches_spec():
     p = load_policy()
     # every type but personal
-    assert p.eligibility.shop_types == {"official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual"}
+    assert p.eligibility.shop_types == {
+        "official_flagship",
+        "flagship",
+        "specialty",
+        "franchise",
+        "enterprise",
+        "individual",
+    }
     #
     assert p.eligibility.max_violations_90d == 0
     assert p.eligibility.allowed_shop_statuses == {"active"}
@@ -67,17 +74,25 @@ BAD_POLICIES = {
     "unknown section": (DEFAULT_TEXT + "\n[surprise]\nx = 1\n", "surprise"),
     "missing key": (_replace("limit_after = 100", ""), "posting.limit_after"),
     # personal is never eligible
-    "personal shop type": (_replace('"enterprise", "individual"]', '"enterprise", "individual", "personal"]'),
-                           "eligibility.shop_types"),
+    "personal shop type": (
+        _replace('"enterprise", "individual"]', '"enterprise", "individual", "personal"]'),
+        "eligibility.shop_types",
+    ),
     # cross-border subjects have no vertical slot
-    "cross-border vertical": (_replace("cross_border        = { main = 1, vertical = 0,",
-                                       "cross_border        = { main = 1, vertical = 1,"), "quotas.cross_border.vertical"),
+    "cross-border vertical": (
+        _replace("cross_border        = { main = 1, vertical = 0,", "cross_border        = { main = 1, vertical = 1,"),
+        "quotas.cross_border.vertical",
+    ),
     # exactly one main slot
-    "two main slots": (_replace("enterprise          = { main = 1,", "enterprise          = { main = 2,"),
-                       "quotas.enterprise.main"),
+    "two main slots": (
+        _replace("enterprise          = { main = 1,", "enterprise          = { main = 2,"),
+        "quotas.enterprise.main",
+    ),
     "retention under 24h": (_replace("retention_hours = 24", "retention_hours = 1"), "idempotency.retention_hours"),
-    "deadline without offset": (_replace("# upgrade_deadline = 2027-06-30T00:00:00+08:00",
-                                         "upgrade_deadline = 2027-06-30T00:00:00"), "upgrade_deadline"),
+    "deadline without offset": (
+        _replace("# upgrade_deadline = 2027-06-30T00:00:00+08:00", "upgrade_deadline = 2027-06-30T00:00:00"),
+        "upgrade_deadline",
+    ),
 }
 
 
@@ -123,9 +138,14 @@ def test_db_upgrade_with_a_bad_policy_exits_non_zero_naming_the_key(tmp_path, mo
 
 def test_serve_with_a_bad_policy_exits_non_zero_naming_the_key(tmp_path, database):
     text, key = BAD_POLICIES["personal shop type"]
-    env = os.environ | {"GUANHAO_POLICY": str(_write(tmp_path, text)), "GUANHAO_DATABASE_URL": database,
-                        "COLUMNS": "300"}
+    env = os.environ | {
+        "GUANHAO_POLICY": str(_write(tmp_path, text)),
+        "GUANHAO_DATABASE_URL": database,
+        "COLUMNS": "300",
+    }
     cli = Path(sys.executable).with_name("guanhao")
-    proc = subprocess.run([str(cli), "serve", "--port", "0"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(cli), "serve", "--port", "0"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0
     assert key in proc.stdout + proc.stderr

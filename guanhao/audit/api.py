@@ -34,16 +34,28 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/audit", response_model=AuditPage, response_model_by_alias=True, responses=problem_responses(401, 403, 422))
+@router.get(
+    "/audit", response_model=AuditPage, response_model_by_alias=True, responses=problem_responses(401, 403, 422)
+)
 def audit_trail(call: Admin, target_id: IdQuery | None = None, cursor: CursorParam = None):
     with call.unit() as (session, _now):
         rows = service.entries(session, target_id=target_id, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
         items = [
             {
-                "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action, "target_kind": r.target_kind,
-                "target_id": r.target_id, "subject_id": r.subject_id, "shop_id": r.shop_id,
-                "from": r.from_state, "to": r.to_state, "detail": r.detail,
-                "chain": r.chain, "prev_hash": r.prev_hash, "row_hash": r.row_hash,
+                "seq": r.seq,
+                "at": r.at,
+                "actor": r.actor,
+                "action": r.action,
+                "target_kind": r.target_kind,
+                "target_id": r.target_id,
+                "subject_id": r.subject_id,
+                "shop_id": r.shop_id,
+                "from": r.from_state,
+                "to": r.to_state,
+                "detail": r.detail,
+                "chain": r.chain,
+                "prev_hash": r.prev_hash,
+                "row_hash": r.row_hash,
             }
             for r in rows
         ]

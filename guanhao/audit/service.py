@@ -38,11 +38,24 @@ def record(
     to_state: str | None = None,
     detail: dict | None = None,
 ) -> None:
-    queue(session, _QUEUE, [{
-        "at": at, "actor": actor, "action": action, "target_kind": target_kind, "target_id": target_id,
-        "subject_id": subject_id, "shop_id": shop_id, "from_state": from_state, "to_state": to_state,
-        "detail": detail or {},
-    }])
+    queue(
+        session,
+        _QUEUE,
+        [
+            {
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "target_kind": target_kind,
+                "target_id": target_id,
+                "subject_id": subject_id,
+                "shop_id": shop_id,
+                "from_state": from_state,
+                "to_state": to_state,
+                "detail": detail or {},
+            }
+        ],
+    )
 
 
 def record_many(session: Session, rows: list[dict]) -> None:
@@ -54,9 +67,16 @@ def record_many(session: Session, rows: list[dict]) -> None:
 def canonical(row: dict) -> bytes:
     at = row["at"].astimezone(dt.UTC).isoformat(timespec="microseconds")
     content = {
-        "at": at, "actor": row["actor"], "action": row["action"], "target_kind": row["target_kind"],
-        "target_id": row["target_id"], "subject_id": row["subject_id"], "shop_id": row["shop_id"],
-        "from": row["from_state"], "to": row["to_state"], "detail": row["detail"],
+        "at": at,
+        "actor": row["actor"],
+        "action": row["action"],
+        "target_kind": row["target_kind"],
+        "target_id": row["target_id"],
+        "subject_id": row["subject_id"],
+        "shop_id": row["shop_id"],
+        "from": row["from_state"],
+        "to": row["to_state"],
+        "detail": row["detail"],
     }
     return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -93,7 +113,7 @@ def _heads(session: Session, chains: list[str]) -> dict[str, str]:
     heads: dict[str, str] = {}
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(chains), 500):
-        part = chains[start:start + 500]
+        part = chains[start : start + 500]
         if not postgres:  # SQLite: no statistics to lag, and no column list on a VALUES alias
             last = (
                 select(AuditEntry.chain, func.max(AuditEntry.seq).label("seq"))
@@ -101,14 +121,27 @@ def _heads(session: Session, chains: list[str]) -> dict[str, str]:
                 .group_by(AuditEntry.chain)
                 .subquery()
             )
-            heads.update(session.execute(select(AuditEntry.chain, AuditEntry.row_hash).join(last, AuditEntry.seq == last.c.seq)).all())
+            heads.update(
+                session.execute(
+                    select(AuditEntry.chain, AuditEntry.row_hash).join(last, AuditEntry.seq == last.c.seq)
+                ).all()
+            )
             continue
-        wanted = func.unnest(bindparam(None, part, type_=ARRAY(String()))).table_valued("chain").render_derived(name="wanted")
-        latest = (
-            select(AuditEntry.row_hash).where(AuditEntry.chain == wanted.c.chain)
-            .order_by(AuditEntry.seq.desc()).limit(1).scalar_subquery()
+        wanted = (
+            func.unnest(bindparam(None, part, type_=ARRAY(String())))
+            .table_valued("chain")
+            .render_derived(name="wanted")
         )
-        heads.update((chain, head) for chain, head in session.execute(select(wanted.c.chain, latest)) if head is not None)
+        latest = (
+            select(AuditEntry.row_hash)
+            .where(AuditEntry.chain == wanted.c.chain)
+            .order_by(AuditEntry.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        heads.update(
+            (chain, head) for chain, head in session.execute(select(wanted.c.chain, latest)) if head is not None
+        )
     return heads
 
 
@@ -123,9 +156,16 @@ def entries(session: Session, *, target_id: str | None, after_seq: int | None, l
 
 def as_row(entry: AuditEntry) -> dict:
     return {
-        "at": entry.at, "actor": entry.actor, "action": entry.action, "target_kind": entry.target_kind,
-        "target_id": entry.target_id, "subject_id": entry.subject_id, "shop_id": entry.shop_id,
-        "from_state": entry.from_state, "to_state": entry.to_state, "detail": entry.detail,
+        "at": entry.at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "target_kind": entry.target_kind,
+        "target_id": entry.target_id,
+        "subject_id": entry.subject_id,
+        "shop_id": entry.shop_id,
+        "from_state": entry.from_state,
+        "to_state": entry.to_state,
+        "detail": entry.detail,
     }
 
 
@@ -159,9 +199,15 @@ def verify(session: Session, *, progress=None) -> Verification:
         if entry.chain != chain_of(entry.subject_id):
             return Verification(count, len(heads), Break(entry.seq, entry.chain, "row moved to another chain"))
         if entry.prev_hash != expected_prev:
-            return Verification(count, len(heads), Break(entry.seq, entry.chain, "link to the previous row broken (row removed or reordered)"))
+            return Verification(
+                count,
+                len(heads),
+                Break(entry.seq, entry.chain, "link to the previous row broken (row removed or reordered)"),
+            )
         if row_hash(expected_prev, as_row(entry)) != entry.row_hash:
-            return Verification(count, len(heads), Break(entry.seq, entry.chain, "content does not match its hash (row edited)"))
+            return Verification(
+                count, len(heads), Break(entry.seq, entry.chain, "content does not match its hash (row edited)")
+            )
         heads[entry.chain] = entry.row_hash
     return Verification(count, len(heads), None)
 
@@ -169,7 +215,9 @@ def verify(session: Session, *, progress=None) -> Verification:
 def _stream(session: Session) -> Iterator[AuditEntry]:
     last = 0
     while True:
-        batch = list(session.scalars(select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(5000)))
+        batch = list(
+            session.scalars(select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(5000))
+        )
         if not batch:
             return
         yield from batch
@@ -178,4 +226,6 @@ def _stream(session: Session) -> Iterator[AuditEntry]:
 
 
 def chain_rows(session: Session, subject_id: str) -> list[AuditEntry]:
-    return list(session.scalars(select(AuditEntry).where(AuditEntry.chain == chain_of(subject_id)).order_by(AuditEntry.seq)))
+    return list(
+        session.scalars(select(AuditEntry).where(AuditEntry.chain == chain_of(subject_id)).order_by(AuditEntry.seq))
+    )

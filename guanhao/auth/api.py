@@ -32,10 +32,20 @@ def create_api_key(body: ApiKeyIn, call: Admin):
     with call.unit() as (session, now):
         if body.role == "merchant":
             if body.subject_id is None:
-                raise errors.ValidationFailed("a merchant key needs subject_id",
-                                              errors=[{"field": "subject_id", "type": "missing", "message": "required"}])
+                raise errors.ValidationFailed(
+                    "a merchant key needs subject_id",
+                    errors=[{"field": "subject_id", "type": "missing", "message": "required"}],
+                )
             if session.get(Subject, body.subject_id) is None:
-                raise errors.ValidationFailed(f"subject {body.subject_id} is not known",
-                                              errors=[{"field": "subject_id", "type": "unknown_reference", "message": "unknown subject"}])
+                raise errors.ValidationFailed(
+                    f"subject {body.subject_id} is not known",
+                    errors=[{"field": "subject_id", "type": "unknown_reference", "message": "unknown subject"}],
+                )
         key, token = service.create_key(session, role=body.role, subject_id=body.subject_id, label=body.label, now=now)
-        return {"key_id": key.id, "role": key.role, "subject_id": key.subject_id, "token": token, "created_at": key.created_at}
+        return {
+            "key_id": key.id,
+            "role": key.role,
+            "subject_id": key.subject_id,
+            "token": token,
+            "created_at": key.created_at,
+        }

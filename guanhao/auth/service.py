@@ -36,7 +36,9 @@ def token_hash(token: str) -> str:
     return vault().blind_index(token, kind="api_key")
 
 
-def create_key(session: Session, *, role: str, subject_id: str | None, label: str | None, now: dt.datetime) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, *, role: str, subject_id: str | None, label: str | None, now: dt.datetime
+) -> tuple[ApiKey, str]:
     if role not in ("admin", "merchant"):
         raise errors.ValidationFailed("role must be admin or merchant")
     if role == "merchant" and not subject_id:
@@ -59,7 +61,7 @@ def create_key(session: Session, *, role: str, subject_id: str | None, label: st
 def authenticate(session: Session, authorization: str | None, *, admin_token: str) -> Principal:
     if not authorization or not authorization.startswith("Bearer "):
         raise errors.Unauthenticated("send Authorization: Bearer <token>")
-    token = authorization[len("Bearer "):].strip()
+    token = authorization[len("Bearer ") :].strip()
     if not token:
         raise errors.Unauthenticated("empty bearer token")
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):

@@ -17,11 +17,15 @@ from guanhao.events.models import OutboxEvent
 _QUEUE = "outbox"
 
 
-def emit(session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict) -> str:
+def emit(
+    session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict
+) -> str:
     event_id = "evt_" + uuid.uuid4().hex
-    queue(session, _QUEUE, [
-        {"event_id": event_id, "type": type_, "shop_id": shop_id, "subject_id": subject_id, "at": at, "data": data}
-    ])
+    queue(
+        session,
+        _QUEUE,
+        [{"event_id": event_id, "type": type_, "shop_id": shop_id, "subject_id": subject_id, "at": at, "data": data}],
+    )
     return event_id
 
 
@@ -36,7 +40,9 @@ def _write_outbox(session: Session) -> None:
     bulk_insert(session, OutboxEvent.__table__, pending)
 
 
-def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id: str | None = None) -> list[OutboxEvent]:
+def events_after(
+    session: Session, *, after_seq: int | None, limit: int, shop_id: str | None = None
+) -> list[OutboxEvent]:
     stmt = select(OutboxEvent).order_by(OutboxEvent.seq).limit(limit)
     if after_seq is not None:
         stmt = stmt.where(OutboxEvent.seq > after_seq)
@@ -47,4 +53,6 @@ def events_after(session: Session, *, after_seq: int | None, limit: int, shop_id
 
 def emit_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
-    queue(session, _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows))
+    queue(
+        session, _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows)
+    )

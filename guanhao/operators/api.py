@@ -59,7 +59,9 @@ def request_operator_change(shop_id: IdPath, body: PersonIn, call: Authenticated
     """更换运营人: sends a 6-digit code to the new operator's phone."""
     with call.unit() as (session, now):
         _shop(session, call, shop_id)
-        change = service.request_operator_change(session, shop_id, body.person(), call.policy, actor=call.actor, now=now)
+        change = service.request_operator_change(
+            session, shop_id, body.person(), call.policy, actor=call.actor, now=now
+        )
         return {"change_id": change.id, "expires_at": change.expires_at, "phone": pii.mask_phone(body.phone)}
 
 
@@ -76,10 +78,19 @@ def _verify(call, shop_id: str, change_id: str, code: str, kind: str, render) ->
 
 @router.post("/operator-changes/{change_id}/verify", response_model=OperatorChanged, responses=_WRITE)
 def verify_operator_change(shop_id: IdPath, change_id: IdPath, body: CodeIn, call: Authenticated):
-    return _verify(call, shop_id, change_id, body.code, "operator", lambda session, record: {
-        "change_id": change_id, "shop_id": shop_id, "account_id": record.account_id,
-        "operator": service.operator_view(record),
-    })
+    return _verify(
+        call,
+        shop_id,
+        change_id,
+        body.code,
+        "operator",
+        lambda session, record: {
+            "change_id": change_id,
+            "shop_id": shop_id,
+            "account_id": record.account_id,
+            "operator": service.operator_view(record),
+        },
+    )
 
 
 @router.post("/phone-rebinds", status_code=201, response_model=RebindOut, responses=_WRITE)
@@ -96,7 +107,11 @@ def verify_phone_rebind(shop_id: IdPath, rebind_id: IdPath, body: CodeIn, call: 
     def render(session, record) -> dict:
         account = subjects.get_account(session, record.account_id)
         phone = pii.vault().decrypt(account.login_phone_enc, context="login_phone")
-        return {"rebind_id": rebind_id, "shop_id": shop_id, "account_id": record.account_id,
-                "login_phone": pii.mask_phone(phone)}
+        return {
+            "rebind_id": rebind_id,
+            "shop_id": shop_id,
+            "account_id": record.account_id,
+            "login_phone": pii.mask_phone(phone),
+        }
 
     return _verify(call, shop_id, rebind_id, body.code, "login_phone", render)

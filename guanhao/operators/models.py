@@ -37,6 +37,12 @@ class PendingChange(Base):
         CheckConstraint("kind IN ('operator','login_phone')", name="kind"),
         CheckConstraint("status IN ('pending','verified','superseded','failed','expired')", name="status"),
         # At most one pending change of each kind per account.
-        Index("uq_pending_changes_one_pending", "account_id", "kind", unique=True,
-              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+        Index(
+            "uq_pending_changes_one_pending",
+            "account_id",
+            "kind",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
     )

@@ -47,26 +47,60 @@ def request_operator_change(
         if used >= policy.operators.capacity:
             raise errors.OperatorLimitReached("this person already operates the most official accounts allowed")
     sealed = pii.seal_person(person, context="person")
-    return _request(session, record, "operator", policy, actor=actor, now=now, phone=person.phone,
-                    name_enc=sealed["name_enc"], id_number_enc=sealed["id_number_enc"],
-                    phone_enc=sealed["phone_enc"], id_hash=sealed["id_hash"])
+    return _request(
+        session,
+        record,
+        "operator",
+        policy,
+        actor=actor,
+        now=now,
+        phone=person.phone,
+        name_enc=sealed["name_enc"],
+        id_number_enc=sealed["id_number_enc"],
+        phone_enc=sealed["phone_enc"],
+        id_hash=sealed["id_hash"],
+    )
 
 
-def request_phone_rebind(session: Session, shop_id: str, new_phone: str, policy: Policy, *, actor: str, now: dt.datetime) -> PendingChange:
+def request_phone_rebind(
+    session: Session, shop_id: str, new_phone: str, policy: Policy, *, actor: str, now: dt.datetime
+) -> PendingChange:
     record = official(session, shop_id, lock=True)
-    return _request(session, record, "login_phone", policy, actor=actor, now=now, phone=new_phone,
-                    phone_enc=pii.vault().encrypt(new_phone, context="login_phone"))
+    return _request(
+        session,
+        record,
+        "login_phone",
+        policy,
+        actor=actor,
+        now=now,
+        phone=new_phone,
+        phone_enc=pii.vault().encrypt(new_phone, context="login_phone"),
+    )
 
 
-def _request(session: Session, record: OfficialAccount, kind: str, policy: Policy, *, actor: str, now: dt.datetime,
-             phone: str, phone_enc: str, name_enc: str | None = None, id_number_enc: str | None = None,
-             id_hash: str | None = None) -> PendingChange:
+def _request(
+    session: Session,
+    record: OfficialAccount,
+    kind: str,
+    policy: Policy,
+    *,
+    actor: str,
+    now: dt.datetime,
+    phone: str,
+    phone_enc: str,
+    name_enc: str | None = None,
+    id_number_enc: str | None = None,
+    id_hash: str | None = None,
+) -> PendingChange:
     cfg = policy.sms
     # The cooldown runs from the last code that was not used, whatever became of it: a change that failed
     # on too many wrong codes must not let the next code (and 5 more guesses) follow at once.
     last_sent = session.scalar(
-        select(func.max(PendingChange.sent_at)).where(PendingChange.account_id == record.account_id,
-                                                      PendingChange.kind == kind, PendingChange.status != "verified")
+        select(func.max(PendingChange.sent_at)).where(
+            PendingChange.account_id == record.account_id,
+            PendingChange.kind == kind,
+            PendingChange.status != "verified",
+        )
     )
     if last_sent is not None:
         wait = last_sent + dt.timedelta(seconds=cfg.resend_cooldown_seconds) - now
@@ -74,20 +108,34 @@ def _request(session: Session, record: OfficialAccount, kind: str, policy: Polic
             seconds = math.ceil(wait.total_seconds())
             raise errors.TooManyAttempts(f"a code was sent moments ago; ask again in {seconds} s", retry_after=seconds)
     previous = session.scalar(
-        select(PendingChange).where(PendingChange.account_id == record.account_id, PendingChange.kind == kind,
-                                    PendingChange.status == "pending").with_for_update()
+        select(PendingChange)
+        .where(
+            PendingChange.account_id == record.account_id, PendingChange.kind == kind, PendingChange.status == "pending"
+        )
+        .with_for_update()
     )
     if previous is not None:
         previous.status, previous.finished_at = "superseded", now
         session.flush()
     code = f"{secrets.randbelow(10**6):06d}"
     change = PendingChange(
-        id=("opc_" if kind == "operator" else "rbd_") + uuid.uuid4().hex[:20], kind=kind,
-        account_id=record.account_id, shop_id=record.shop_id, subject_id=record.subject_id,
-        application_id=record.application_id, status="pending",
-        new_name_enc=name_enc, new_id_number_enc=id_number_enc, new_phone_enc=phone_enc, new_id_hash=id_hash,
-        code_hash="", attempts=0, expires_at=now + dt.timedelta(seconds=cfg.code_ttl_seconds), sent_at=now,
-        actor=actor, created_at=now,
+        id=("opc_" if kind == "operator" else "rbd_") + uuid.uuid4().hex[:20],
+        kind=kind,
+        account_id=record.account_id,
+        shop_id=record.shop_id,
+        subject_id=record.subject_id,
+        application_id=record.application_id,
+        status="pending",
+        new_name_enc=name_enc,
+        new_id_number_enc=id_number_enc,
+        new_phone_enc=phone_enc,
+        new_id_hash=id_hash,
+        code_hash="",
+        attempts=0,
+        expires_at=now + dt.timedelta(seconds=cfg.code_ttl_seconds),
+        sent_at=now,
+        actor=actor,
+        created_at=now,
     )
     change.code_hash = _code_hash(change.id, code)
     try:
@@ -99,9 +147,17 @@ def _request(session: Session, record: OfficialAccount, kind: str, policy: Polic
     purpose = "运营人变更" if kind == "operator" else "登录手机号换绑"
     text = f"【抖店】您正在进行店铺官方账号{purpose}，验证码 {code}，{cfg.code_ttl_seconds // 60} 分钟内有效。请勿泄露给他人。"
     sms.get_sender().send(session, phone=phone, text=text, code=code, purpose=kind, now=now)
-    audit.record(session, at=now, actor=actor, action=f"{kind}.change_requested", target_kind="account",
-                 target_id=record.account_id, subject_id=record.subject_id, shop_id=record.shop_id,
-                 detail={"change_id": change.id, "phone": pii.mask_phone(phone)})
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action=f"{kind}.change_requested",
+        target_kind="account",
+        target_id=record.account_id,
+        subject_id=record.subject_id,
+        shop_id=record.shop_id,
+        detail={"change_id": change.id, "phone": pii.mask_phone(phone)},
+    )
     return change
 
 
@@ -111,12 +167,24 @@ class Verified:
     error: errors.DomainError | None = None
 
 
-def verify(session: Session, shop_id: str, change_id: str, code: str, kind: str, policy: Policy, *, actor: str,
-           now: dt.datetime) -> Verified:
+def verify(
+    session: Session,
+    shop_id: str,
+    change_id: str,
+    code: str,
+    kind: str,
+    policy: Policy,
+    *,
+    actor: str,
+    now: dt.datetime,
+) -> Verified:
     """Checks the code. A wrong code is counted (and the count kept even though the call fails),
     so the caller commits and then raises `error`."""
-    change = session.scalar(select(PendingChange).where(PendingChange.id == change_id, PendingChange.kind == kind,
-                                                        PendingChange.shop_id == shop_id).with_for_update())
+    change = session.scalar(
+        select(PendingChange)
+        .where(PendingChange.id == change_id, PendingChange.kind == kind, PendingChange.shop_id == shop_id)
+        .with_for_update()
+    )
     if change is None:
         raise errors.NotFound(f"change {change_id} not found")
     if change.status == "verified":
@@ -140,7 +208,9 @@ def verify(session: Session, shop_id: str, change_id: str, code: str, kind: str,
         # The upgrade this code was sent for was cancelled meanwhile (R-13): the code dies with it,
         # and does not carry over to a later upgrade of the same account.
         change.status, change.finished_at = "superseded", now
-        return Verified(change, errors.CodeExpired("the upgrade this code was sent for no longer stands; request a new one"))
+        return Verified(
+            change, errors.CodeExpired("the upgrade this code was sent for no longer stands; request a new one")
+        )
     if kind == "operator":
         _apply_operator(session, record, change, policy, actor=actor, now=now)
     else:
@@ -150,18 +220,30 @@ def verify(session: Session, shop_id: str, change_id: str, code: str, kind: str,
     return Verified(change)
 
 
-def _apply_operator(session: Session, record: OfficialAccount, change: PendingChange, policy: Policy, *, actor: str,
-                    now: dt.datetime) -> None:
-    old = pii.open_person(record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc,
-                          context="person")
+def _apply_operator(
+    session: Session, record: OfficialAccount, change: PendingChange, policy: Policy, *, actor: str, now: dt.datetime
+) -> None:
+    old = pii.open_person(
+        record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
+    )
     if change.new_id_hash != record.operator_id_hash:
         # Move the account's place from the old person's five to the new person's (R-41), held by the slot index.
         session.execute(
-            Slot.__table__.delete().where(Slot.application_id == record.application_id,
-                                          Slot.pool == quotas.operator_pool(record.operator_id_hash))
+            Slot.__table__.delete().where(
+                Slot.application_id == record.application_id, Slot.pool == quotas.operator_pool(record.operator_id_hash)
+            )
         )
-        if quotas.reserve(session, quotas.operator_pool(change.new_id_hash), policy.operators.capacity,
-                          application_id=record.application_id, account_id=record.account_id, now=now) is None:
+        if (
+            quotas.reserve(
+                session,
+                quotas.operator_pool(change.new_id_hash),
+                policy.operators.capacity,
+                application_id=record.application_id,
+                account_id=record.account_id,
+                now=now,
+            )
+            is None
+        ):
             raise errors.OperatorLimitReached("this person already operates the most official accounts allowed")
     record.operator_name_enc = change.new_name_enc
     record.operator_id_number_enc = change.new_id_number_enc
@@ -169,30 +251,68 @@ def _apply_operator(session: Session, record: OfficialAccount, change: PendingCh
     record.operator_id_hash = change.new_id_hash
     record.operator_since = now
     new = pii.open_person(change.new_name_enc, change.new_id_number_enc, change.new_phone_enc, context="person")
-    audit.record(session, at=now, actor=actor, action="operator.changed", target_kind="account",
-                 target_id=record.account_id, subject_id=record.subject_id, shop_id=record.shop_id,
-                 detail={"change_id": change.id, "from": old.masked(), "to": new.masked()})
-    events.emit(session, "operator.changed", at=now, shop_id=record.shop_id, subject_id=record.subject_id,
-                data={"shop_id": record.shop_id, "account_id": record.account_id, "change_id": change.id,
-                      "operator": new.masked()})
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="operator.changed",
+        target_kind="account",
+        target_id=record.account_id,
+        subject_id=record.subject_id,
+        shop_id=record.shop_id,
+        detail={"change_id": change.id, "from": old.masked(), "to": new.masked()},
+    )
+    events.emit(
+        session,
+        "operator.changed",
+        at=now,
+        shop_id=record.shop_id,
+        subject_id=record.subject_id,
+        data={
+            "shop_id": record.shop_id,
+            "account_id": record.account_id,
+            "change_id": change.id,
+            "operator": new.masked(),
+        },
+    )
 
 
-def _apply_phone(session: Session, record: OfficialAccount, change: PendingChange, *, actor: str, now: dt.datetime) -> None:
+def _apply_phone(
+    session: Session, record: OfficialAccount, change: PendingChange, *, actor: str, now: dt.datetime
+) -> None:
     account = session.get(Account, record.account_id, with_for_update=True)
     v = pii.vault()
     old = v.decrypt(account.login_phone_enc, context="login_phone")
     new = v.decrypt(change.new_phone_enc, context="login_phone")
     account.login_phone_enc = change.new_phone_enc
     account.updated_at = now
-    audit.record(session, at=now, actor=actor, action="login_phone.changed", target_kind="account",
-                 target_id=record.account_id, subject_id=record.subject_id, shop_id=record.shop_id,
-                 detail={"change_id": change.id, "from": pii.mask_phone(old), "to": pii.mask_phone(new)})
-    events.emit(session, "login_phone.changed", at=now, shop_id=record.shop_id, subject_id=record.subject_id,
-                data={"shop_id": record.shop_id, "account_id": record.account_id, "change_id": change.id,
-                      "login_phone": pii.mask_phone(new)})
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="login_phone.changed",
+        target_kind="account",
+        target_id=record.account_id,
+        subject_id=record.subject_id,
+        shop_id=record.shop_id,
+        detail={"change_id": change.id, "from": pii.mask_phone(old), "to": pii.mask_phone(new)},
+    )
+    events.emit(
+        session,
+        "login_phone.changed",
+        at=now,
+        shop_id=record.shop_id,
+        subject_id=record.subject_id,
+        data={
+            "shop_id": record.shop_id,
+            "account_id": record.account_id,
+            "change_id": change.id,
+            "login_phone": pii.mask_phone(new),
+        },
+    )
 
 
 def operator_view(record: OfficialAccount) -> dict:
-    return pii.open_person(record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc,
-                           context="person").masked()
-
+    return pii.open_person(
+        record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
+    ).masked()

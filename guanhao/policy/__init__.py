@@ -43,7 +43,9 @@ class Quotas(_Strict):
     @model_validator(mode="after")
     def _cross_border_has_no_vertical(self) -> "Quotas":
         if self.cross_border.vertical != 0:
-            raise ValueError("quotas.cross_border.vertical must be 0 (SPEC R-31: cross-border subjects have no vertical slot)")
+            raise ValueError(
+                "quotas.cross_border.vertical must be 0 (SPEC R-31: cross-border subjects have no vertical slot)"
+            )
         return self
 
 
@@ -169,8 +171,10 @@ def _coerce(raw: dict) -> dict:
                 elig[key] = frozenset(elig[key])
         out["eligibility"] = elig
     auto = out.get("auto_upgrade")
-    if isinstance(auto, dict) and isinstance(auto.get("min_experience_score"), int) and not isinstance(
-        auto.get("min_experience_score"), bool
+    if (
+        isinstance(auto, dict)
+        and isinstance(auto.get("min_experience_score"), int)
+        and not isinstance(auto.get("min_experience_score"), bool)
     ):
         out["auto_upgrade"] = {**auto, "min_experience_score": float(auto["min_experience_score"])}
     return out

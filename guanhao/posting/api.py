@@ -39,7 +39,9 @@ def posting_quota(account_id: IdPath, call: Admin):
 
 
 @router.post(
-    "/accounts/{account_id}/posts", status_code=201, response_model=PostOut,
+    "/accounts/{account_id}/posts",
+    status_code=201,
+    response_model=PostOut,
     responses=problem_responses(401, 403, 404, 429),
 )
 def record_post(account_id: IdPath, call: Admin):

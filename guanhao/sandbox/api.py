@@ -65,7 +65,13 @@ def sent_sms(call: Admin, phone: Annotated[str, Query(description="mainland mobi
     with call.unit() as (session, _now):
         return {
             "items": [
-                {"phone": pii.mask_phone(sms.decrypt_phone(m)), "text": m.text, "code": m.code, "purpose": m.purpose, "at": m.at}
+                {
+                    "phone": pii.mask_phone(sms.decrypt_phone(m)),
+                    "text": m.text,
+                    "code": m.code,
+                    "purpose": m.purpose,
+                    "at": m.at,
+                }
                 for m in sms.messages_for(session, normalized)
             ]
         }

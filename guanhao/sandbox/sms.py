@@ -5,21 +5,24 @@ messages so tests and the sandbox API can read them. A real provider plugs in by
 import datetime as dt
 from typing import Protocol
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-import structlog
 
 from guanhao.pii import mask_phone, vault
 from guanhao.sandbox.models import SmsMessage
 
 
 class SmsSender(Protocol):
-    def send(self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime) -> None: ...
+    def send(
+        self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime
+    ) -> None: ...
 
 
 class SandboxSmsSender:
-    def send(self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime) -> None:
+    def send(
+        self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime
+    ) -> None:
         v = vault()
         session.add(
             SmsMessage(
@@ -36,8 +39,12 @@ class SandboxSmsSender:
 class UnconfiguredSmsSender:
     """Outside sandbox mode with no provider plugged in: say so in the log (masked), send nothing."""
 
-    def send(self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime) -> None:
-        structlog.get_logger("guanhao.sms").warning("sms.not_sent", reason="no SMS provider configured", phone=mask_phone(phone), purpose=purpose)
+    def send(
+        self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime
+    ) -> None:
+        structlog.get_logger("guanhao.sms").warning(
+            "sms.not_sent", reason="no SMS provider configured", phone=mask_phone(phone), purpose=purpose
+        )
 
 
 def get_sender() -> SmsSender:

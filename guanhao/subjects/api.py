@@ -23,17 +23,28 @@ _WRITE = problem_responses(400, 401, 403, 404, 409, 422)
 
 def subject_out(s: Subject) -> dict:
     return {
-        "subject_id": s.id, "name": s.name, "subject_type": s.subject_type, "cross_border": s.cross_border,
-        "license_valid_until": s.license_valid_until, "license_number": s.license_number,
-        "created_at": s.created_at, "updated_at": s.updated_at,
+        "subject_id": s.id,
+        "name": s.name,
+        "subject_type": s.subject_type,
+        "cross_border": s.cross_border,
+        "license_valid_until": s.license_valid_until,
+        "license_number": s.license_number,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
     }
 
 
 def shop_out(s: Shop) -> dict:
     return {
-        "shop_id": s.id, "subject_id": s.subject_id, "name": s.name, "shop_type": s.shop_type, "status": s.status,
-        "experience_score": s.experience_score, "official_account_id": s.official_account_id,
-        "created_at": s.created_at, "updated_at": s.updated_at,
+        "shop_id": s.id,
+        "subject_id": s.subject_id,
+        "name": s.name,
+        "shop_type": s.shop_type,
+        "status": s.status,
+        "experience_score": s.experience_score,
+        "official_account_id": s.official_account_id,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
     }
 
 
@@ -41,11 +52,18 @@ def account_out(a: Account) -> dict:
     v = pii.vault()
     holder = pii.open_person(a.holder_name_enc, a.holder_id_number_enc, a.holder_phone_enc, context="person")
     return {
-        "account_id": a.id, "nickname": a.nickname, "followers": a.followers, "following": a.following,
-        "posts": a.posts, "status": a.status, "real_name_verified": a.real_name_verified,
+        "account_id": a.id,
+        "nickname": a.nickname,
+        "followers": a.followers,
+        "following": a.following,
+        "posts": a.posts,
+        "status": a.status,
+        "real_name_verified": a.real_name_verified,
         "violations_90d": a.violations_90d,
         "login_phone": pii.mask_phone(v.decrypt(a.login_phone_enc, context="login_phone")),
-        "holder": holder.masked(), "created_at": a.created_at, "updated_at": a.updated_at,
+        "holder": holder.masked(),
+        "created_at": a.created_at,
+        "updated_at": a.updated_at,
     }
 
 
@@ -88,7 +106,9 @@ def put_binding(shop_id: IdPath, body: BindingIn, call: Admin):
         "requestBody": {
             # An empty body is zero lines: accepted, nothing imported.
             "required": False,
-            "content": {"application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object a line"}}},
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string", "description": "one JSON object a line"}}
+            },
         }
     },
 )

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from guanhao import errors, pii
 from guanhao.audit import service as audit
+from guanhao.schemas import ID_RE
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
-from guanhao.schemas import ID_RE
 from guanhao.upgrades.models import IN_PROGRESS, Application, OfficialAccount
 
 SYNC_ACTOR = "platform-sync"
@@ -40,7 +40,9 @@ def get_account(session: Session, account_id: str) -> Account:
     return account
 
 
-def put_subject(session: Session, subject_id: str, body: SubjectIn, *, actor: str, now: dt.datetime) -> tuple[Subject, bool]:
+def put_subject(
+    session: Session, subject_id: str, body: SubjectIn, *, actor: str, now: dt.datetime
+) -> tuple[Subject, bool]:
     subject = session.get(Subject, subject_id, with_for_update=True)
     created = subject is None
     if created:
@@ -53,8 +55,13 @@ def put_subject(session: Session, subject_id: str, body: SubjectIn, *, actor: st
     subject.license_number = body.license_number
     subject.updated_at = now
     audit.record(
-        session, at=now, actor=actor, action="subject.created" if created else "subject.updated",
-        target_kind="subject", target_id=subject_id, subject_id=subject_id,
+        session,
+        at=now,
+        actor=actor,
+        action="subject.created" if created else "subject.updated",
+        target_kind="subject",
+        target_id=subject_id,
+        subject_id=subject_id,
         detail={"subject_type": body.subject_type, "cross_border": body.cross_border},
     )
     session.flush()
@@ -63,8 +70,10 @@ def put_subject(session: Session, subject_id: str, body: SubjectIn, *, actor: st
 
 def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: dt.datetime) -> tuple[Shop, bool]:
     if session.get(Subject, body.subject_id) is None:
-        raise errors.ValidationFailed(f"subject {body.subject_id} is not known; sync it first", errors=[
-            {"field": "subject_id", "type": "unknown_reference", "message": "unknown subject"}])
+        raise errors.ValidationFailed(
+            f"subject {body.subject_id} is not known; sync it first",
+            errors=[{"field": "subject_id", "type": "unknown_reference", "message": "unknown subject"}],
+        )
     shop = session.get(Shop, shop_id, with_for_update=True)
     created = shop is None
     if created:
@@ -80,15 +89,23 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
     shop.experience_score = body.experience_score
     shop.updated_at = now
     audit.record(
-        session, at=now, actor=actor, action="shop.created" if created else "shop.updated",
-        target_kind="shop", target_id=shop_id, subject_id=body.subject_id, shop_id=shop_id,
+        session,
+        at=now,
+        actor=actor,
+        action="shop.created" if created else "shop.updated",
+        target_kind="shop",
+        target_id=shop_id,
+        subject_id=body.subject_id,
+        shop_id=shop_id,
         detail={"shop_type": body.shop_type, "status": body.status, "experience_score": body.experience_score},
     )
     session.flush()
     return shop, created
 
 
-def put_account(session: Session, account_id: str, body: AccountIn, *, actor: str, now: dt.datetime) -> tuple[Account, bool]:
+def put_account(
+    session: Session, account_id: str, body: AccountIn, *, actor: str, now: dt.datetime
+) -> tuple[Account, bool]:
     account = session.get(Account, account_id, with_for_update=True)
     created = account is None
     if created:
@@ -109,10 +126,18 @@ def put_account(session: Session, account_id: str, body: AccountIn, *, actor: st
     account.holder_id_hash = holder["id_hash"]
     account.updated_at = now
     audit.record(
-        session, at=now, actor=actor, action="account.created" if created else "account.updated",
-        target_kind="account", target_id=account_id,
-        detail={"followers": body.followers, "status": body.status, "real_name_verified": body.real_name_verified,
-                "holder": body.holder.person().masked()},
+        session,
+        at=now,
+        actor=actor,
+        action="account.created" if created else "account.updated",
+        target_kind="account",
+        target_id=account_id,
+        detail={
+            "followers": body.followers,
+            "status": body.status,
+            "real_name_verified": body.real_name_verified,
+            "holder": body.holder.person().masked(),
+        },
     )
     session.flush()
     return account, created
@@ -122,8 +147,10 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
     shop = get_shop(session, shop_id, lock=True)
     account = session.get(Account, body.account_id)
     if account is None:
-        raise errors.ValidationFailed(f"account {body.account_id} is not known; sync it first", errors=[
-            {"field": "account_id", "type": "unknown_reference", "message": "unknown account"}])
+        raise errors.ValidationFailed(
+            f"account {body.account_id} is not known; sync it first",
+            errors=[{"field": "account_id", "type": "unknown_reference", "message": "unknown account"}],
+        )
     if shop.official_account_id == body.account_id:
         return shop
     _refuse_if_upgrading(session, shop)
@@ -140,8 +167,16 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
         # Lost a race with another binding of the same account: the unique column decides.
         raise errors.AccountAlreadyBound(f"account {body.account_id} is the official account of another shop") from None
     audit.record(
-        session, at=now, actor=actor, action="shop.official_account_bound", target_kind="shop",
-        target_id=shop_id, subject_id=shop.subject_id, shop_id=shop_id, from_state=previous, to_state=body.account_id,
+        session,
+        at=now,
+        actor=actor,
+        action="shop.official_account_bound",
+        target_kind="shop",
+        target_id=shop_id,
+        subject_id=shop.subject_id,
+        shop_id=shop_id,
+        from_state=previous,
+        to_state=body.account_id,
     )
     session.flush()
     return shop
@@ -151,7 +186,9 @@ def _refuse_if_upgrading(session: Session, shop: Shop) -> None:
     if session.scalar(select(OfficialAccount.account_id).where(OfficialAccount.shop_id == shop.id)) is not None:
         raise errors.AlreadyUpgraded("the shop's official account is upgraded; its binding and subject are kept (R-21)")
     in_progress = session.scalar(
-        select(func.count()).select_from(Application).where(Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS))
+        select(func.count())
+        .select_from(Application)
+        .where(Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS))
     )
     if in_progress:
         raise errors.ApplicationInProgress("an upgrade application for this shop is in progress")

@@ -54,13 +54,19 @@ def get_official_account(shop_id: IdPath, call: Authenticated):
         shop = _visible_shop(session, call, shop_id)
         account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
         return official_account_out(
-            shop, account, service.official_account(session, shop.id), service.active_application(session, shop.id),
-            call.policy, now=now,
+            shop,
+            account,
+            service.official_account(session, shop.id),
+            service.active_application(session, shop.id),
+            call.policy,
+            now=now,
         )
 
 
 @router.get("/shops/{shop_id}/eligibility", response_model=EligibilityOut, responses=_READ)
-def get_eligibility(shop_id: IdPath, call: Authenticated, account_type: Annotated[AccountTypeName | None, Query()] = None):
+def get_eligibility(
+    shop_id: IdPath, call: Authenticated, account_type: Annotated[AccountTypeName | None, Query()] = None
+):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
         checks, resolved = service.eligibility(session, shop, call.policy, now=now, account_type=account_type)
@@ -82,18 +88,20 @@ def get_quotas(subject_id: IdPath, call: Authenticated):
         return service.subject_quotas(session, subject, call.policy)
 
 
-@router.post(
-    "/shops/{shop_id}/upgrade-applications", status_code=201, response_model=ApplicationOut, responses=_WRITE
-)
+@router.post("/shops/{shop_id}/upgrade-applications", status_code=201, response_model=ApplicationOut, responses=_WRITE)
 def submit_application(shop_id: IdPath, body: SubmitIn, call: Authenticated):
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
         app = service.submit(
-            session, shop_id, call.policy,
+            session,
+            shop_id,
+            call.policy,
             account_type=body.account_type,
             operator=body.operator.person() if body.operator else None,
             agree_terms=body.agree_terms,
-            actor=call.actor, now=now, public_url=get_settings().public_url,
+            actor=call.actor,
+            now=now,
+            public_url=get_settings().public_url,
         )
         return application_out(app, call.lang)
 
@@ -109,7 +117,10 @@ def list_applications(shop_id: IdPath, call: Authenticated, cursor: CursorParam 
     with call.unit() as (session, _now):
         _visible_shop(session, call, shop_id)
         apps = service.applications_for_shop(session, shop_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [application_out(a, call.lang) for a in apps], "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq)}
+        return {
+            "items": [application_out(a, call.lang) for a in apps],
+            "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
+        }
 
 
 @router.post("/upgrade-applications/{application_id}/withdraw", response_model=ApplicationOut, responses=_WRITE)
@@ -140,8 +151,11 @@ def _confirmation_out(session, app, policy, lang: str) -> dict:
         "agreement_version": policy.confirmation.agreement_version,
         "what_changes": [
             "The account's usage right belongs to the shop's qualification subject, not to a person"
-            if en else "抖音账号使用权归属店铺资质主体（企业资产），无法再归属个人",
-            "The shop can replace the operator and rebind the login phone" if en else "商家可更换运营人、换绑登录手机号",
+            if en
+            else "抖音账号使用权归属店铺资质主体（企业资产），无法再归属个人",
+            "The shop can replace the operator and rebind the login phone"
+            if en
+            else "商家可更换运营人、换绑登录手机号",
         ],
         "what_stays": [
             "Followers, following and content" if en else "粉丝、关注、发布内容不变",
@@ -157,14 +171,18 @@ def get_confirmation(token: Token, call: Anonymous):
         return _confirmation_out(session, service.by_token(session, token), call.policy, call.lang)
 
 
-@holder_router.post("/confirmations/{token}/accept", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422))
+@holder_router.post(
+    "/confirmations/{token}/accept", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422)
+)
 def accept_confirmation(token: Token, call: Anonymous):
     with call.unit() as (session, now):
         app = service.accept(session, token, call.policy, now=now)
         return _confirmation_out(session, app, call.policy, call.lang)
 
 
-@holder_router.post("/confirmations/{token}/decline", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422))
+@holder_router.post(
+    "/confirmations/{token}/decline", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422)
+)
 def decline_confirmation(token: Token, call: Anonymous):
     with call.unit() as (session, now):
         app = service.decline(session, token, call.policy, now=now)
@@ -193,7 +211,10 @@ def admin_get_application(application_id: IdPath, call: Admin):
 def review_queue(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
         apps = service.review_queue(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [application_out(a, call.lang) for a in apps], "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq)}
+        return {
+            "items": [application_out(a, call.lang) for a in apps],
+            "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
+        }
 
 
 @staff_router.post("/upgrade-applications/{application_id}/approve", response_model=ApplicationOut, responses=_WRITE)
@@ -220,8 +241,11 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
         return official_account_out(shop, account, None, None, call.policy, now=now)
 
 
-@router.get("/shops/{shop_id}/official-account/ownership-record", response_model=OwnershipRecordOut,
-            responses=problem_responses(401, 403, 404, 409, 422))
+@router.get(
+    "/shops/{shop_id}/official-account/ownership-record",
+    response_model=OwnershipRecordOut,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
 def ownership_record(shop_id: IdPath, call: Authenticated):
     """升级凭证: consents, subject, operators, cancels and changes, with a digest checkable against the audit trail."""
     from guanhao.upgrades import ownership

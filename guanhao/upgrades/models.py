@@ -6,8 +6,8 @@ from enum import StrEnum
 from sqlalchemy import (
     JSON,
     Boolean,
-    Float,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,

@@ -29,7 +29,9 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def digest_of(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
@@ -41,16 +43,25 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
     subject = session.get(Subject, official.subject_id)
     app = session.scalar(select(Application).where(Application.id == official.application_id))
     app_ids = list(session.scalars(select(Application.id).where(Application.account_id == official.account_id)))
-    trail = list(session.scalars(
-        select(AuditEntry)
-        .where(or_(AuditEntry.target_id == official.account_id, AuditEntry.target_id.in_(app_ids)))
-        .order_by(AuditEntry.seq)
-    ))
+    trail = list(
+        session.scalars(
+            select(AuditEntry)
+            .where(or_(AuditEntry.target_id == official.account_id, AuditEntry.target_id.in_(app_ids)))
+            .order_by(AuditEntry.seq)
+        )
+    )
 
-    first_operator = pii.open_person(app.operator_name_enc, app.operator_id_number_enc, app.operator_phone_enc,
-                                     context="person").masked()
-    operators = [{"operator": first_operator, "since": _iso(official.upgraded_at), "until": None,
-                  "by": "holder" if app.operator_is_holder else "merchant"}]
+    first_operator = pii.open_person(
+        app.operator_name_enc, app.operator_id_number_enc, app.operator_phone_enc, context="person"
+    ).masked()
+    operators = [
+        {
+            "operator": first_operator,
+            "since": _iso(official.upgraded_at),
+            "until": None,
+            "by": "holder" if app.operator_is_holder else "merchant",
+        }
+    ]
     # Changes after this upgrade, by trail order: the (sandbox) clock may move backwards, and changes made
     # before a cancelled earlier upgrade of the same account may share its timestamps.
     upgraded_seq = max((r.seq for r in trail if r.target_id == app.id and r.to_state == "succeeded"), default=0)
@@ -68,25 +79,45 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
         "account": {"account_id": account.id, "nickname": account.nickname},
         "subject": {"subject_id": subject.id, "name": subject.name, "subject_type": subject.subject_type},
         "upgrade": {
-            "application_id": app.id, "origin": official.origin, "account_type": official.account_type,
-            "upgraded_at": _iso(official.upgraded_at), "cancel_deadline": _iso(official.cancel_deadline),
+            "application_id": app.id,
+            "origin": official.origin,
+            "account_type": official.account_type,
+            "upgraded_at": _iso(official.upgraded_at),
+            "cancel_deadline": _iso(official.cancel_deadline),
             "usage_right": "enterprise",
         },
         "consents": [
-            {"party": c.party, "decision": c.decision, "actor": c.actor, "agreement_version": c.agreement_version,
-             "at": _iso(c.at)}
+            {
+                "party": c.party,
+                "decision": c.decision,
+                "actor": c.actor,
+                "agreement_version": c.agreement_version,
+                "at": _iso(c.at),
+            }
             for c in consents(session, app.id)
         ],
         "operators": operators,
         "history": [
-            {"at": _iso(r.at), "actor": r.actor, "action": r.action, "target_id": r.target_id,
-             "from": r.from_state, "to": r.to_state, "audit_seq": r.seq, "chain": r.chain, "row_hash": r.row_hash}
+            {
+                "at": _iso(r.at),
+                "actor": r.actor,
+                "action": r.action,
+                "target_id": r.target_id,
+                "from": r.from_state,
+                "to": r.to_state,
+                "audit_seq": r.seq,
+                "chain": r.chain,
+                "row_hash": r.row_hash,
+            }
             for r in trail
         ],
         # The head of the subject's chain when the record was made: a later verifier who finds this row
         # still there, with this hash, knows no row of the chain up to it was removed or edited.
-        "audit_chain": {"chain": chain, "head_seq": head.seq if head else None,
-                        "head_hash": head.row_hash if head else None},
+        "audit_chain": {
+            "chain": chain,
+            "head_seq": head.seq if head else None,
+            "head_hash": head.row_hash if head else None,
+        },
     }
     record["digest"] = digest_of(record)
     return record

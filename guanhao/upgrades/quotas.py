@@ -22,7 +22,9 @@ def operator_pool(id_hash: str) -> str:
     return f"operator:{id_hash}"
 
 
-def reserve(session: Session, pool: str, capacity: int, *, application_id: str, account_id: str, now: dt.datetime) -> int | None:
+def reserve(
+    session: Session, pool: str, capacity: int, *, application_id: str, account_id: str, now: dt.datetime
+) -> int | None:
     for _ in range(capacity + 5):
         taken = set(session.scalars(select(Slot.slot_no).where(Slot.pool == pool)))
         free = next((n for n in range(1, capacity + 1) if n not in taken), None)
@@ -30,7 +32,9 @@ def reserve(session: Session, pool: str, capacity: int, *, application_id: str, 
             return None
         try:
             with session.begin_nested():
-                session.add(Slot(pool=pool, slot_no=free, application_id=application_id, account_id=account_id, created_at=now))
+                session.add(
+                    Slot(pool=pool, slot_no=free, application_id=application_id, account_id=account_id, created_at=now)
+                )
                 session.flush()
             return free
         except IntegrityError:

@@ -16,11 +16,16 @@ StepState = Literal["done", "current", "pending", "failed", "skipped"]
 
 
 class SubmitIn(RequestBody):
-    account_type: AccountTypeName | None = Field(default=None, description="omit for main → vertical → dedicated in order")
-    operator: PersonIn | None = Field(default=None, description="omit to keep the holder's real-name identity as operator")
+    account_type: AccountTypeName | None = Field(
+        default=None, description="omit for main → vertical → dedicated in order"
+    )
+    operator: PersonIn | None = Field(
+        default=None, description="omit to keep the holder's real-name identity as operator"
+    )
     # `const` tells clients what the service enforces; false is refused as TERMS_NOT_ACCEPTED, not VALIDATION_ERROR.
-    agree_terms: Bool = Field(description="the merchant accepts the upgrade agreement; must be true",
-                              json_schema_extra={"const": True})
+    agree_terms: Bool = Field(
+        description="the merchant accepts the upgrade agreement; must be true", json_schema_extra={"const": True}
+    )
 
 
 class StaffRejectIn(RequestBody):
@@ -191,7 +196,9 @@ def current_step(step_list: list[dict]) -> str:
 
 def application_out(app: Application, lang: str) -> dict:
     step_list = steps(app)
-    operator = pii.open_person(app.operator_name_enc, app.operator_id_number_enc, app.operator_phone_enc, context="person")
+    operator = pii.open_person(
+        app.operator_name_enc, app.operator_id_number_enc, app.operator_phone_enc, context="person"
+    )
     return {
         "application_id": app.id,
         "shop_id": app.shop_id,
@@ -213,7 +220,13 @@ def application_out(app: Application, lang: str) -> dict:
 
 
 def consent_out(c: Consent) -> dict:
-    return {"party": c.party, "decision": c.decision, "actor": c.actor, "agreement_version": c.agreement_version, "at": c.at}
+    return {
+        "party": c.party,
+        "decision": c.decision,
+        "actor": c.actor,
+        "agreement_version": c.agreement_version,
+        "at": c.at,
+    }
 
 
 def official_account_out(
@@ -236,7 +249,9 @@ def official_account_out(
     can_cancel = bool(upgraded and record.cancel_deadline is not None and now < record.cancel_deadline)
     return {
         "shop_id": shop.id,
-        "account": None if account is None else {
+        "account": None
+        if account is None
+        else {
             "account_id": account.id,
             "nickname": account.nickname,
             "followers": account.followers,

@@ -42,8 +42,12 @@ OUTCOME_REASONS = {
 
 # Codes that may stand alone as the error code of a refused submit (API.md: 409 list).
 _SPECIFIC_409 = {
-    "TYPE_QUOTA_EXHAUSTED", "QUOTA_EXHAUSTED", "VERTICAL_NOT_AVAILABLE", "APPLICATION_IN_PROGRESS",
-    "ALREADY_UPGRADED", "OPERATOR_LIMIT_REACHED",
+    "TYPE_QUOTA_EXHAUSTED",
+    "QUOTA_EXHAUSTED",
+    "VERTICAL_NOT_AVAILABLE",
+    "APPLICATION_IN_PROGRESS",
+    "ALREADY_UPGRADED",
+    "OPERATOR_LIMIT_REACHED",
 }
 
 
@@ -69,7 +73,9 @@ def bound_followers(session: Session, subject_id: str) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-def quota_facts(session: Session, subject: Subject, policy: Policy, *, excluding_application: str | None = None) -> rules.QuotaFacts:
+def quota_facts(
+    session: Session, subject: Subject, policy: Policy, *, excluding_application: str | None = None
+) -> rules.QuotaFacts:
     totals = rules.quota_totals(
         policy,
         subject_type=subject.subject_type,
@@ -95,8 +101,10 @@ def gather(
     account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
     own_id = own.id if own is not None else None
 
-    in_progress = select(func.count()).select_from(Application).where(
-        Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS)
+    in_progress = (
+        select(func.count())
+        .select_from(Application)
+        .where(Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS))
     )
     if own_id:
         in_progress = in_progress.where(Application.id != own_id)
@@ -132,7 +140,9 @@ def gather(
     return Context(shop=shop, subject=subject, account=account, facts=facts, operator_hash=operator_hash)
 
 
-def eligibility(session: Session, shop: Shop, policy: Policy, *, now: dt.datetime, account_type: str | None) -> tuple[list[rules.Check], str | None]:
+def eligibility(
+    session: Session, shop: Shop, policy: Policy, *, now: dt.datetime, account_type: str | None
+) -> tuple[list[rules.Check], str | None]:
     ctx = gather(session, shop, policy, now=now, explicit_type=account_type, operator=None)
     return rules.evaluate(policy, ctx.facts)
 
@@ -175,11 +185,21 @@ def _transition(
     if to not in IN_PROGRESS:
         app.finished_at = now
     audit.record(
-        session, at=now, actor=actor, action=action or f"upgrade.{to.value}", target_kind="upgrade_application",
-        target_id=app.id, subject_id=app.subject_id, shop_id=app.shop_id, from_state=current.value, to_state=to.value,
+        session,
+        at=now,
+        actor=actor,
+        action=action or f"upgrade.{to.value}",
+        target_kind="upgrade_application",
+        target_id=app.id,
+        subject_id=app.subject_id,
+        shop_id=app.shop_id,
+        from_state=current.value,
+        to_state=to.value,
         detail={"reasons": app.reasons} if reasons else {},
     )
-    events.emit(session, f"upgrade.{to.value}", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app))
+    events.emit(
+        session, f"upgrade.{to.value}", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app)
+    )
     session.flush()
     return app
 
@@ -262,34 +282,75 @@ def submit(
         raise errors.ApplicationInProgress("an upgrade application for this shop is already in progress") from None
 
     app.account_type = _reserve_type(session, app, ctx, explicit=account_type, first=resolved, now=now)
-    if quotas.reserve(
-        session, quotas.operator_pool(sealed["id_hash"]), policy.operators.capacity,
-        application_id=app.id, account_id=account.id, now=now,
-    ) is None:
+    if (
+        quotas.reserve(
+            session,
+            quotas.operator_pool(sealed["id_hash"]),
+            policy.operators.capacity,
+            application_id=app.id,
+            account_id=account.id,
+            now=now,
+        )
+        is None
+    ):
         raise errors.OperatorLimitReached("the operator already runs the most official accounts allowed")
 
-    session.add(Consent(application_id=app.id, party="merchant", decision="agreed", actor=actor,
-                        agreement_version=policy.confirmation.agreement_version, at=now))
-    audit.record(
-        session, at=now, actor=actor, action="upgrade.submitted", target_kind="upgrade_application", target_id=app.id,
-        subject_id=app.subject_id, shop_id=app.shop_id, from_state=None, to_state=State.SUBMITTED.value,
-        detail={"account_type": app.account_type, "type_chosen": app.type_chosen, "attempt": attempt,
-                "operator": person.masked(), "agreement_version": policy.confirmation.agreement_version},
+    session.add(
+        Consent(
+            application_id=app.id,
+            party="merchant",
+            decision="agreed",
+            actor=actor,
+            agreement_version=policy.confirmation.agreement_version,
+            at=now,
+        )
     )
-    events.emit(session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app))
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="upgrade.submitted",
+        target_kind="upgrade_application",
+        target_id=app.id,
+        subject_id=app.subject_id,
+        shop_id=app.shop_id,
+        from_state=None,
+        to_state=State.SUBMITTED.value,
+        detail={
+            "account_type": app.account_type,
+            "type_chosen": app.type_chosen,
+            "attempt": attempt,
+            "operator": person.masked(),
+            "agreement_version": policy.confirmation.agreement_version,
+        },
+    )
     events.emit(
-        session, "upgrade.confirmation_requested", at=now, shop_id=app.shop_id, subject_id=app.subject_id,
-        data={**event_data(app), "confirmation_url": confirmation_url(public_url, token),
-              "expires_at": app.confirmation_expires_at.isoformat()},
+        session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app)
+    )
+    events.emit(
+        session,
+        "upgrade.confirmation_requested",
+        at=now,
+        shop_id=app.shop_id,
+        subject_id=app.subject_id,
+        data={
+            **event_data(app),
+            "confirmation_url": confirmation_url(public_url, token),
+            "expires_at": app.confirmation_expires_at.isoformat(),
+        },
     )
     _notify_holder(session, account, shop, token, public_url=public_url, now=now)
     session.flush()
     return app
 
 
-def _reserve_type(session: Session, app: Application, ctx: Context, *, explicit: str | None, first: str, now: dt.datetime) -> str:
+def _reserve_type(
+    session: Session, app: Application, ctx: Context, *, explicit: str | None, first: str, now: dt.datetime
+) -> str:
     totals = ctx.facts.quota.totals
-    order = [explicit] if explicit else [t.value for t in FALLBACK_ORDER][[t.value for t in FALLBACK_ORDER].index(first):]
+    order = (
+        [explicit] if explicit else [t.value for t in FALLBACK_ORDER][[t.value for t in FALLBACK_ORDER].index(first) :]
+    )
     for candidate in order:
         pool = quotas.quota_pool(app.subject_id, candidate)
         if quotas.reserve(session, pool, totals[candidate], application_id=app.id, account_id=app.account_id, now=now):
@@ -299,7 +360,9 @@ def _reserve_type(session: Session, app: Application, ctx: Context, *, explicit:
     raise errors.QuotaExhausted("no account-type slot left for this subject")
 
 
-def _notify_holder(session: Session, account: Account, shop: Shop, token: str, *, public_url: str, now: dt.datetime) -> None:
+def _notify_holder(
+    session: Session, account: Account, shop: Shop, token: str, *, public_url: str, now: dt.datetime
+) -> None:
     from guanhao.sandbox import sms
 
     phone = pii.vault().decrypt(account.holder_phone_enc, context="person")
@@ -343,8 +406,16 @@ def _holder_answers(session: Session, token: str, decision: str, policy: Policy,
     """The holder's consent (or refusal) recorded with the agreement version they saw (R-15)."""
     app = by_token(session, token, lock=True)
     _refuse_if_confirmation_closed(app, now)
-    session.add(Consent(application_id=app.id, party="holder", decision=decision, actor="holder",
-                        agreement_version=policy.confirmation.agreement_version, at=now))
+    session.add(
+        Consent(
+            application_id=app.id,
+            party="holder",
+            decision=decision,
+            actor="holder",
+            agreement_version=policy.confirmation.agreement_version,
+            at=now,
+        )
+    )
     app.confirmed_at = now
     return app
 
@@ -356,7 +427,9 @@ def _refuse_if_confirmation_closed(app: Application, now: dt.datetime) -> None:
         raise errors.InvalidTransition("the confirmation has expired")
 
 
-def review(session: Session, app: Application, policy: Policy, *, now: dt.datetime, actor: str = "system") -> Application:
+def review(
+    session: Session, app: Application, policy: Policy, *, now: dt.datetime, actor: str = "system"
+) -> Application:
     """SPEC R-16: every check again, not counting the application's own reservations."""
     app.reviewed_at = now
     failures = recheck(session, app, policy, now=now)
@@ -368,8 +441,16 @@ def review(session: Session, app: Application, policy: Policy, *, now: dt.dateti
     if threshold is not None and account.followers >= threshold:
         app.awaiting_staff = True
         audit.record(
-            session, at=now, actor=actor, action="upgrade.queued_for_staff_review", target_kind="upgrade_application",
-            target_id=app.id, subject_id=app.subject_id, shop_id=app.shop_id, from_state=app.status, to_state=app.status,
+            session,
+            at=now,
+            actor=actor,
+            action="upgrade.queued_for_staff_review",
+            target_kind="upgrade_application",
+            target_id=app.id,
+            subject_id=app.subject_id,
+            shop_id=app.shop_id,
+            from_state=app.status,
+            to_state=app.status,
             detail={"followers": account.followers, "threshold": threshold},
         )
         session.flush()
@@ -392,7 +473,9 @@ def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datet
 def approve(session: Session, application_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
     app = get_application(session, application_id, lock=True)
     if app.status != State.REVIEWING or not app.awaiting_staff:
-        raise errors.InvalidTransition(f"only applications waiting for staff review can be approved (this one is {app.status})")
+        raise errors.InvalidTransition(
+            f"only applications waiting for staff review can be approved (this one is {app.status})"
+        )
     failures = recheck(session, app, policy, now=now)
     if failures:
         raise refusal(failures)
@@ -404,7 +487,9 @@ def approve(session: Session, application_id: str, policy: Policy, *, actor: str
 def staff_reject(session: Session, application_id: str, *, reason: str, actor: str, now: dt.datetime) -> Application:
     app = get_application(session, application_id, lock=True)
     if app.status != State.REVIEWING or not app.awaiting_staff:
-        raise errors.InvalidTransition(f"only applications waiting for staff review can be rejected (this one is {app.status})")
+        raise errors.InvalidTransition(
+            f"only applications waiting for staff review can be rejected (this one is {app.status})"
+        )
     app.awaiting_staff = False
     app.reviewed_at = now
     _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}])
@@ -428,12 +513,21 @@ def expire_confirmations(session: Session, *, now: dt.datetime, limit: int = 100
     )
     count = 0
     for app in session.scalars(stmt).all():
-        _end(session, app, State.EXPIRED, actor="job:expire-confirmations", now=now, reasons=[{"code": "CONFIRMATION_EXPIRED"}])
+        _end(
+            session,
+            app,
+            State.EXPIRED,
+            actor="job:expire-confirmations",
+            now=now,
+            reasons=[{"code": "CONFIRMATION_EXPIRED"}],
+        )
         count += 1
     return count
 
 
-def _end(session: Session, app: Application, to: State, *, actor: str, now: dt.datetime, reasons: list[dict] | None = None) -> None:
+def _end(
+    session: Session, app: Application, to: State, *, actor: str, now: dt.datetime, reasons: list[dict] | None = None
+) -> None:
     """An unsuccessful end: the transition, then the slot and the operator place are freed (R-33, R-41)."""
     _transition(session, app, to, actor=actor, now=now, reasons=reasons)
     quotas.release(session, application_id=app.id)
@@ -528,8 +622,9 @@ def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: d
         )
     app = get_application(session, record.application_id, lock=True)
     account = session.get(Account, record.account_id, with_for_update=True)
-    operator = pii.open_person(record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc,
-                               context="person")
+    operator = pii.open_person(
+        record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
+    )
     _transition(session, app, State.CANCELLED, actor=actor, now=now)
     # R-13: personal ownership, the holder, no operator, the login phone from before, the slot freed.
     account.login_phone_enc = record.login_phone_before_enc
@@ -543,14 +638,27 @@ def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: d
         .with_for_update(skip_locked=True)
     ).all()
     if pending:
-        session.execute(update(PendingChange).where(PendingChange.id.in_(pending)).values(status="superseded", finished_at=now))
+        session.execute(
+            update(PendingChange).where(PendingChange.id.in_(pending)).values(status="superseded", finished_at=now)
+        )
     session.delete(record)
     audit.record(
-        session, at=now, actor=actor, action="official_account.cancelled", target_kind="account",
-        target_id=record.account_id, subject_id=record.subject_id, shop_id=record.shop_id,
-        from_state="upgraded", to_state="not_upgraded",
-        detail={"application_id": app.id, "origin": record.origin, "account_type": record.account_type,
-                "operator_removed": operator.masked()},
+        session,
+        at=now,
+        actor=actor,
+        action="official_account.cancelled",
+        target_kind="account",
+        target_id=record.account_id,
+        subject_id=record.subject_id,
+        shop_id=record.shop_id,
+        from_state="upgraded",
+        to_state="not_upgraded",
+        detail={
+            "application_id": app.id,
+            "origin": record.origin,
+            "account_type": record.account_type,
+            "operator_removed": operator.masked(),
+        },
     )
     session.flush()
     return app

@@ -66,17 +66,34 @@ class _BudgetExceeded(Exception):
 # ---------------------------------------------------------------- starting and reading
 
 
-def start(session: Session, *, limit: int, min_score: float | None, policy: Policy, actor: str, now: dt.datetime) -> Wave:
+def start(
+    session: Session, *, limit: int, min_score: float | None, policy: Policy, actor: str, now: dt.datetime
+) -> Wave:
     if limit < 0:
         raise errors.ValidationFailed("limit must be ≥ 0")
     wave = Wave(
-        id="wave_" + uuid.uuid4().hex[:16], status="running", limit=limit,
+        id="wave_" + uuid.uuid4().hex[:16],
+        status="running",
+        limit=limit,
         min_experience_score=policy.auto_upgrade.min_experience_score if min_score is None else min_score,
-        scanned=0, upgraded=0, skipped=0, skip_reasons={}, started_by=actor, created_at=now, updated_at=now,
+        scanned=0,
+        upgraded=0,
+        skipped=0,
+        skip_reasons={},
+        started_by=actor,
+        created_at=now,
+        updated_at=now,
     )
     session.add(wave)
-    audit.record(session, at=now, actor=actor, action="wave.started", target_kind="wave", target_id=wave.id,
-                 detail={"limit": limit, "min_experience_score": wave.min_experience_score})
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="wave.started",
+        target_kind="wave",
+        target_id=wave.id,
+        detail={"limit": limit, "min_experience_score": wave.min_experience_score},
+    )
     session.flush()
     return wave
 
@@ -113,7 +130,11 @@ def work(
                 if wave.status == "failed":
                     return wave
                 budget = wave.limit - wave.upgraded
-                outcome = None if budget <= 0 else _chunk(session, wave, policy, now=now, after=after, size=chunk, budget=budget)
+                outcome = (
+                    None
+                    if budget <= 0
+                    else _chunk(session, wave, policy, now=now, after=after, size=chunk, budget=budget)
+                )
                 if outcome is None:
                     if after and not restarted and budget > 0:
                         # Shops a killed or concurrent worker held when we passed them: one more sweep.
@@ -140,9 +161,17 @@ def _finish(session: Session, wave_id: str, *, now: dt.datetime) -> None:
     wave = session.get(Wave, wave_id, with_for_update=True)
     if wave.status == "running":
         wave.status, wave.finished_at, wave.updated_at = "done", now, now
-        audit.record(session, at=now, actor=wave.started_by, action="wave.done", target_kind="wave", target_id=wave.id,
-                     from_state="running", to_state="done",
-                     detail={"scanned": wave.scanned, "upgraded": wave.upgraded, "skipped": wave.skipped})
+        audit.record(
+            session,
+            at=now,
+            actor=wave.started_by,
+            action="wave.done",
+            target_kind="wave",
+            target_id=wave.id,
+            from_state="running",
+            to_state="done",
+            detail={"scanned": wave.scanned, "upgraded": wave.upgraded, "skipped": wave.skipped},
+        )
 
 
 def fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> None:
@@ -160,7 +189,9 @@ def reopen(session: Session, wave_id: str, *, now: dt.datetime) -> Wave:
     return wave
 
 
-def _chunk(session: Session, wave: Wave, policy: Policy, *, now: dt.datetime, after: str, size: int, budget: int) -> Outcome | None:
+def _chunk(
+    session: Session, wave: Wave, policy: Policy, *, now: dt.datetime, after: str, size: int, budget: int
+) -> Outcome | None:
     shops = _claim(session, wave_id=wave.id, min_score=wave.min_experience_score, after=after, size=size)
     if not shops:
         return None
@@ -171,8 +202,9 @@ def _chunk(session: Session, wave: Wave, policy: Policy, *, now: dt.datetime, af
     # The counters move with the work, under the wave's row lock, and never past the limit. NO KEY UPDATE, the
     # lock an UPDATE of the counters takes anyway: the skip rows written above hold KEY SHARE on the wave row
     # (their foreign key), and a FOR UPDATE here would deadlock two workers that both wrote skips.
-    locked = session.scalar(select(Wave).where(Wave.id == wave.id).with_for_update(key_share=True)
-                            .execution_options(populate_existing=True))
+    locked = session.scalar(
+        select(Wave).where(Wave.id == wave.id).with_for_update(key_share=True).execution_options(populate_existing=True)
+    )
     if locked.upgraded + plan.outcome.upgraded > locked.limit:
         raise _BudgetExceeded()
     locked.scanned += plan.outcome.scanned
@@ -184,13 +216,25 @@ def _chunk(session: Session, wave: Wave, policy: Policy, *, now: dt.datetime, af
     return plan.outcome
 
 
-def _claim(session: Session, *, wave_id: str | None, min_score: float, after: str, size: int, lock: bool = True) -> list:
+def _claim(
+    session: Session, *, wave_id: str | None, min_score: float, after: str, size: int, lock: bool = True
+) -> list:
     stmt = (
         select(
-            Shop.id, Shop.subject_id, Shop.shop_type, Shop.status, Shop.official_account_id,
-            Account.followers, Account.status.label("account_status"), Account.real_name_verified,
-            Account.violations_90d, Account.holder_id_hash, Account.holder_name_enc, Account.holder_id_number_enc,
-            Account.holder_phone_enc, Account.login_phone_enc,
+            Shop.id,
+            Shop.subject_id,
+            Shop.shop_type,
+            Shop.status,
+            Shop.official_account_id,
+            Account.followers,
+            Account.status.label("account_status"),
+            Account.real_name_verified,
+            Account.violations_90d,
+            Account.holder_id_hash,
+            Account.holder_name_enc,
+            Account.holder_id_number_enc,
+            Account.holder_phone_enc,
+            Account.login_phone_enc,
         )
         .select_from(Shop)
         .outerjoin(Account, Account.id == Shop.official_account_id)
@@ -202,7 +246,9 @@ def _claim(session: Session, *, wave_id: str | None, min_score: float, after: st
         .limit(size)
     )
     if wave_id is not None:
-        stmt = stmt.where(~exists().where(WaveSkip.wave_id == wave_id, WaveSkip.shop_id == Shop.id, WaveSkip.shop_id > after))
+        stmt = stmt.where(
+            ~exists().where(WaveSkip.wave_id == wave_id, WaveSkip.shop_id == Shop.id, WaveSkip.shop_id > after)
+        )
     if lock:
         stmt = stmt.with_for_update(of=Shop, skip_locked=True)
     return list(session.execute(stmt))
@@ -215,14 +261,23 @@ class _Plan:
     skips: list[tuple[str, str]]
 
 
-def _plan(session: Session, shops: list, policy: Policy, *, now: dt.datetime, budget: int, overlay: dict[str, set],
-          lock: bool = True) -> _Plan:
+def _plan(
+    session: Session,
+    shops: list,
+    policy: Policy,
+    *,
+    now: dt.datetime,
+    budget: int,
+    overlay: dict[str, set],
+    lock: bool = True,
+) -> _Plan:
     """Decides each shop of the chunk with the pure rules, allocating slot numbers as it goes."""
     shop_ids = [s.id for s in shops]
     subject_ids = sorted({s.subject_id for s in shops})
     subjects_stmt = (
         select(Subject.id, Subject.subject_type, Subject.cross_border, Subject.license_valid_until)
-        .where(_among(session, Subject.id, subject_ids)).order_by(Subject.id)
+        .where(_among(session, Subject.id, subject_ids))
+        .order_by(Subject.id)
     )
     if lock:
         # A subject's shops may fall in two workers' chunks: its row lock (taken in id order, so two waves never
@@ -247,10 +302,15 @@ def _plan(session: Session, shops: list, policy: Policy, *, now: dt.datetime, bu
     in_progress, opted_out, attempts = set(), set(), {}
     history = (
         select(
-            Application.shop_id, func.max(Application.attempt),
+            Application.shop_id,
+            func.max(Application.attempt),
             func.max(case((Application.status.in_(IN_PROGRESS), 1), else_=0)),
-            func.max(case(((Application.origin == Origin.AUTO.value) & (Application.status == State.CANCELLED.value), 1),
-                          else_=0)),
+            func.max(
+                case(
+                    ((Application.origin == Origin.AUTO.value) & (Application.status == State.CANCELLED.value), 1),
+                    else_=0,
+                )
+            ),
         )
         .where(_among(session, Application.shop_id, shop_ids))
         .group_by(Application.shop_id)
@@ -265,8 +325,9 @@ def _plan(session: Session, shops: list, policy: Policy, *, now: dt.datetime, bu
     today = clock.china_date(now)
     threshold = policy.review.staff_review_min_followers
     totals_of = {
-        sid: rules.quota_totals(policy, subject_type=s.subject_type, cross_border=s.cross_border,
-                                bound_followers=int(followers.get(sid, 0)))
+        sid: rules.quota_totals(
+            policy, subject_type=s.subject_type, cross_border=s.cross_border, bound_followers=int(followers.get(sid, 0))
+        )
         for sid, s in subjects.items()
     }
     pools_of = {sid: [(t.value, quotas.quota_pool(sid, t.value)) for t in AccountType] for sid in subject_ids}
@@ -281,11 +342,18 @@ def _plan(session: Session, shops: list, policy: Policy, *, now: dt.datetime, bu
         used = {t: len(taken[pool]) for t, pool in pools_of[subject.id]}
         operator_pool = quotas.operator_pool(shop.holder_id_hash) if shop.holder_id_hash else None
         facts = rules.Facts(
-            shop_type=shop.shop_type, shop_status=shop.status, license_valid_until=subject.license_valid_until,
-            today=today, account_bound=shop.official_account_id is not None,
-            real_name_verified=shop.real_name_verified, account_status=shop.account_status,
-            violations_90d=shop.violations_90d, already_upgraded=False, other_in_progress=shop.id in in_progress,
-            quota=rules.QuotaFacts(totals=totals, used=used, cross_border=subject.cross_border), explicit_type=None,
+            shop_type=shop.shop_type,
+            shop_status=shop.status,
+            license_valid_until=subject.license_valid_until,
+            today=today,
+            account_bound=shop.official_account_id is not None,
+            real_name_verified=shop.real_name_verified,
+            account_status=shop.account_status,
+            violations_90d=shop.violations_90d,
+            already_upgraded=False,
+            other_in_progress=shop.id in in_progress,
+            quota=rules.QuotaFacts(totals=totals, used=used, cross_border=subject.cross_border),
+            explicit_type=None,
             operator_used=len(taken[operator_pool]) if operator_pool else None,
             operator_capacity=policy.operators.capacity,
         )
@@ -311,10 +379,17 @@ def _plan(session: Session, shops: list, policy: Policy, *, now: dt.datetime, bu
         overlay.setdefault(quota_pool, set()).add(quota_no)
         overlay.setdefault(operator_pool, set()).add(operator_no)
         outcome.upgraded += 1
-        upgrades.append({
-            "shop": shop, "account_type": account_type, "attempt": attempts.get(shop.id, 0) + 1,
-            "quota_pool": quota_pool, "quota_no": quota_no, "operator_pool": operator_pool, "operator_no": operator_no,
-        })
+        upgrades.append(
+            {
+                "shop": shop,
+                "account_type": account_type,
+                "attempt": attempts.get(shop.id, 0) + 1,
+                "quota_pool": quota_pool,
+                "quota_no": quota_no,
+                "operator_pool": operator_pool,
+                "operator_no": operator_no,
+            }
+        )
     return _Plan(outcome=outcome, upgrades=upgrades, skips=skips)
 
 
@@ -339,41 +414,105 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
     randomness = os.urandom(26 * len(plan.upgrades)).hex()
     for i, u in enumerate(plan.upgrades):
         shop = u["shop"]
-        app_id = "app_" + randomness[52 * i:52 * i + 20]
-        apps.append({
-            "id": app_id, "shop_id": shop.id, "account_id": shop.official_account_id, "subject_id": shop.subject_id,
-            "origin": Origin.AUTO.value, "status": State.SUCCEEDED.value, "account_type": u["account_type"],
-            "type_chosen": False, "attempt": u["attempt"], "reasons": [], "operator_is_holder": True,
-            "operator_name_enc": shop.holder_name_enc, "operator_id_number_enc": shop.holder_id_number_enc,
-            "operator_phone_enc": shop.holder_phone_enc, "operator_id_hash": shop.holder_id_hash,
-            "confirmation_token_hash": None, "confirmation_token_enc": None, "confirmation_expires_at": None,
-            "awaiting_staff": False, "wave_id": wave_id, "created_at": now, "updated_at": now,
-            "confirmed_at": None, "reviewed_at": now, "finished_at": now,
-        })
+        app_id = "app_" + randomness[52 * i : 52 * i + 20]
+        apps.append(
+            {
+                "id": app_id,
+                "shop_id": shop.id,
+                "account_id": shop.official_account_id,
+                "subject_id": shop.subject_id,
+                "origin": Origin.AUTO.value,
+                "status": State.SUCCEEDED.value,
+                "account_type": u["account_type"],
+                "type_chosen": False,
+                "attempt": u["attempt"],
+                "reasons": [],
+                "operator_is_holder": True,
+                "operator_name_enc": shop.holder_name_enc,
+                "operator_id_number_enc": shop.holder_id_number_enc,
+                "operator_phone_enc": shop.holder_phone_enc,
+                "operator_id_hash": shop.holder_id_hash,
+                "confirmation_token_hash": None,
+                "confirmation_token_enc": None,
+                "confirmation_expires_at": None,
+                "awaiting_staff": False,
+                "wave_id": wave_id,
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": None,
+                "reviewed_at": now,
+                "finished_at": now,
+            }
+        )
         for pool, number in ((u["quota_pool"], u["quota_no"]), (u["operator_pool"], u["operator_no"])):
-            slots.append({"pool": pool, "slot_no": number, "application_id": app_id,
-                          "account_id": shop.official_account_id, "created_at": now})
-        records.append({
-            "account_id": shop.official_account_id, "shop_id": shop.id, "subject_id": shop.subject_id,
-            "application_id": app_id, "account_type": u["account_type"], "origin": Origin.AUTO.value,
-            "upgraded_at": now, "cancel_deadline": deadline, "operator_name_enc": shop.holder_name_enc,
-            "operator_id_number_enc": shop.holder_id_number_enc, "operator_phone_enc": shop.holder_phone_enc,
-            "operator_id_hash": shop.holder_id_hash, "operator_since": now, "login_phone_before_enc": shop.login_phone_enc,
-        })
-        trail.append({
-            "at": now, "actor": actor, "action": "upgrade.succeeded", "target_kind": "upgrade_application",
-            "target_id": app_id, "subject_id": shop.subject_id, "shop_id": shop.id, "from_state": None,
-            "to_state": State.SUCCEEDED.value,
-            "detail": {"origin": "auto", "wave_id": wave_id, "account_type": u["account_type"],
-                       "cancel_deadline": deadline_iso},
-        })
-        outbox.append({
-            "event_id": "evt_" + randomness[52 * i + 20:52 * i + 52], "type": "upgrade.succeeded", "at": now, "shop_id": shop.id, "subject_id": shop.subject_id,
-            "data": {"application_id": app_id, "shop_id": shop.id, "account_id": shop.official_account_id,
-                     "subject_id": shop.subject_id, "origin": "auto", "status": "succeeded",
-                     "account_type": u["account_type"], "attempt": u["attempt"], "reasons": [],
-                     "wave_id": wave_id, "cancel_deadline": deadline_iso},
-        })
+            slots.append(
+                {
+                    "pool": pool,
+                    "slot_no": number,
+                    "application_id": app_id,
+                    "account_id": shop.official_account_id,
+                    "created_at": now,
+                }
+            )
+        records.append(
+            {
+                "account_id": shop.official_account_id,
+                "shop_id": shop.id,
+                "subject_id": shop.subject_id,
+                "application_id": app_id,
+                "account_type": u["account_type"],
+                "origin": Origin.AUTO.value,
+                "upgraded_at": now,
+                "cancel_deadline": deadline,
+                "operator_name_enc": shop.holder_name_enc,
+                "operator_id_number_enc": shop.holder_id_number_enc,
+                "operator_phone_enc": shop.holder_phone_enc,
+                "operator_id_hash": shop.holder_id_hash,
+                "operator_since": now,
+                "login_phone_before_enc": shop.login_phone_enc,
+            }
+        )
+        trail.append(
+            {
+                "at": now,
+                "actor": actor,
+                "action": "upgrade.succeeded",
+                "target_kind": "upgrade_application",
+                "target_id": app_id,
+                "subject_id": shop.subject_id,
+                "shop_id": shop.id,
+                "from_state": None,
+                "to_state": State.SUCCEEDED.value,
+                "detail": {
+                    "origin": "auto",
+                    "wave_id": wave_id,
+                    "account_type": u["account_type"],
+                    "cancel_deadline": deadline_iso,
+                },
+            }
+        )
+        outbox.append(
+            {
+                "event_id": "evt_" + randomness[52 * i + 20 : 52 * i + 52],
+                "type": "upgrade.succeeded",
+                "at": now,
+                "shop_id": shop.id,
+                "subject_id": shop.subject_id,
+                "data": {
+                    "application_id": app_id,
+                    "shop_id": shop.id,
+                    "account_id": shop.official_account_id,
+                    "subject_id": shop.subject_id,
+                    "origin": "auto",
+                    "status": "succeeded",
+                    "account_type": u["account_type"],
+                    "attempt": u["attempt"],
+                    "reasons": [],
+                    "wave_id": wave_id,
+                    "cancel_deadline": deadline_iso,
+                },
+            }
+        )
     if apps:
         # Core inserts (COPY on PostgreSQL): no ORM unit of work for rows nothing else in the session touches.
         bulk_insert(session, Application.__table__, apps)
@@ -382,7 +521,9 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
         audit.record_many(session, trail)
         events.emit_many(session, outbox)
     if plan.skips:
-        bulk_insert(session, WaveSkip.__table__, [{"wave_id": wave_id, "shop_id": s, "reason": r} for s, r in plan.skips])
+        bulk_insert(
+            session, WaveSkip.__table__, [{"wave_id": wave_id, "shop_id": s, "reason": r} for s, r in plan.skips]
+        )
 
 
 # ---------------------------------------------------------------- dry run

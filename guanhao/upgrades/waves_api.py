@@ -43,9 +43,18 @@ class WaveOut(BaseModel):
 
 def wave_out(w: Wave) -> dict:
     return {
-        "wave_id": w.id, "status": w.status, "limit": w.limit, "min_experience_score": w.min_experience_score,
-        "scanned": w.scanned, "upgraded": w.upgraded, "skipped": w.skipped, "skip_reasons": w.skip_reasons,
-        "started_by": w.started_by, "error": w.error, "created_at": w.created_at, "finished_at": w.finished_at,
+        "wave_id": w.id,
+        "status": w.status,
+        "limit": w.limit,
+        "min_experience_score": w.min_experience_score,
+        "scanned": w.scanned,
+        "upgraded": w.upgraded,
+        "skipped": w.skipped,
+        "skip_reasons": w.skip_reasons,
+        "started_by": w.started_by,
+        "error": w.error,
+        "created_at": w.created_at,
+        "finished_at": w.finished_at,
     }
 
 
@@ -63,12 +72,20 @@ def _run_in_background(wave_id: str, policy) -> None:
     threading.Thread(target=target, name=f"wave-{wave_id}", daemon=True).start()
 
 
-@router.post("/auto-upgrade-waves", status_code=202, response_model=WaveStarted, responses=problem_responses(400, 401, 403, 422))
+@router.post(
+    "/auto-upgrade-waves", status_code=202, response_model=WaveStarted, responses=problem_responses(400, 401, 403, 422)
+)
 def start_wave(body: WaveIn, call: Admin):
     """Starts a wave in the background; poll GET …/auto-upgrade-waves/{wave_id}."""
     with call.unit() as (session, now):
-        wave = waves.start(session, limit=body.limit, min_score=body.min_experience_score, policy=call.policy,
-                           actor=call.actor, now=now)
+        wave = waves.start(
+            session,
+            limit=body.limit,
+            min_score=body.min_experience_score,
+            policy=call.policy,
+            actor=call.actor,
+            now=now,
+        )
         wave_id = wave.id
     _run_in_background(wave_id, call.policy)
     return {"wave_id": wave_id, "status": "running"}

@@ -60,13 +60,25 @@ def _endpoint_out(e) -> dict:
 
 def _delivery_out(d: WebhookDelivery) -> dict:
     return {
-        "delivery_id": d.seq, "endpoint_id": d.endpoint_id, "event_seq": d.event_seq, "shop_id": d.shop_key or None,
-        "status": d.status, "attempts": d.attempts, "next_attempt_at": d.next_attempt_at, "last_status": d.last_status,
-        "last_error": d.last_error, "delivered_at": d.delivered_at,
+        "delivery_id": d.seq,
+        "endpoint_id": d.endpoint_id,
+        "event_seq": d.event_seq,
+        "shop_id": d.shop_key or None,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "delivered_at": d.delivered_at,
     }
 
 
-@router.post("/webhook-endpoints", status_code=201, response_model=EndpointCreated, responses=problem_responses(400, 401, 403, 422))
+@router.post(
+    "/webhook-endpoints",
+    status_code=201,
+    response_model=EndpointCreated,
+    responses=problem_responses(400, 401, 403, 422),
+)
 def create_endpoint(body: EndpointIn, call: Admin):
     with call.unit() as (session, now):
         endpoint, secret = service.create_endpoint(session, url=str(body.url), event_types=body.event_types, now=now)
@@ -100,7 +112,11 @@ def list_deliveries(
         return {"items": [_delivery_out(d) for d in session.scalars(stmt)], "next_cursor": None}
 
 
-@router.post("/webhook-deliveries/{delivery_id}/redeliver", response_model=DeliveryOut, responses=problem_responses(401, 403, 404, 409))
+@router.post(
+    "/webhook-deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryOut,
+    responses=problem_responses(401, 403, 404, 409),
+)
 def redeliver(delivery_id: Annotated[int, Path(ge=1, le=INT32_MAX)], call: Admin):
     with call.unit() as (session, _now):
         # the worker's clock: a redelivery is due now in real time, whatever the sandbox clock says

@@ -42,7 +42,13 @@ class WebhookDelivery(Base):
 
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_seq"),
-        Index("ix_webhook_deliveries_lane", "endpoint_id", "shop_key", "event_seq",
-              sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+        Index(
+            "ix_webhook_deliveries_lane",
+            "endpoint_id",
+            "shop_key",
+            "event_seq",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
         CheckConstraint("status IN ('pending','delivered','dead')", name="status"),
     )

@@ -61,12 +61,19 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, to
 # ---------------------------------------------------------------- endpoints
 
 
-def create_endpoint(session: Session, *, url: str, event_types: list[str] | None, now: dt.datetime) -> tuple[WebhookEndpoint, str]:
+def create_endpoint(
+    session: Session, *, url: str, event_types: list[str] | None, now: dt.datetime
+) -> tuple[WebhookEndpoint, str]:
     secret = new_secret()
     latest = session.scalar(select(func.max(OutboxEvent.seq))) or 0
     endpoint = WebhookEndpoint(
-        id="whe_" + uuid.uuid4().hex[:16], url=url, event_types=event_types,
-        secret_enc=pii.vault().encrypt(secret, context="webhook_secret"), active=True, cursor_seq=latest, created_at=now,
+        id="whe_" + uuid.uuid4().hex[:16],
+        url=url,
+        event_types=event_types,
+        secret_enc=pii.vault().encrypt(secret, context="webhook_secret"),
+        active=True,
+        cursor_seq=latest,
+        created_at=now,
     )
     session.add(endpoint)
     session.flush()
@@ -74,7 +81,11 @@ def create_endpoint(session: Session, *, url: str, event_types: list[str] | None
 
 
 def endpoints(session: Session) -> list[WebhookEndpoint]:
-    return list(session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).order_by(WebhookEndpoint.created_at)))
+    return list(
+        session.scalars(
+            select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).order_by(WebhookEndpoint.created_at)
+        )
+    )
 
 
 def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:
@@ -106,8 +117,16 @@ def fan_out(session: Session, *, now: dt.datetime, batch: int = 500) -> int:
         ).all()
         for event in rows:
             if endpoint.event_types is None or event.type in endpoint.event_types:
-                session.add(WebhookDelivery(endpoint_id=endpoint.id, event_seq=event.seq, shop_key=event.shop_id or "",
-                                            status="pending", attempts=0, next_attempt_at=now))
+                session.add(
+                    WebhookDelivery(
+                        endpoint_id=endpoint.id,
+                        event_seq=event.seq,
+                        shop_key=event.shop_id or "",
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                    )
+                )
                 queued += 1
         if rows:
             endpoint.cursor_seq = rows[-1].seq
@@ -126,7 +145,9 @@ def claim(session: Session, *, now: dt.datetime, lease: dt.timedelta, limit: int
             earlier.event_seq < WebhookDelivery.event_seq,
         )
     )
-    endpoint_active = exists().where(WebhookEndpoint.id == WebhookDelivery.endpoint_id, WebhookEndpoint.active.is_(True))
+    endpoint_active = exists().where(
+        WebhookEndpoint.id == WebhookDelivery.endpoint_id, WebhookEndpoint.active.is_(True)
+    )
     stmt = (
         select(WebhookDelivery)
         .where(
@@ -159,8 +180,11 @@ class Attempt:
 
 
 def payload(event: OutboxEvent) -> bytes:
-    body = {"type": event.type, "timestamp": event.at.isoformat(),
-            "data": {**event.data, "event_id": event.event_id, "seq": event.seq}}
+    body = {
+        "type": event.type,
+        "timestamp": event.at.isoformat(),
+        "data": {**event.data, "event_id": event.event_id, "seq": event.seq},
+    }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -172,8 +196,9 @@ class Message:
     body: bytes
 
 
-def message(session: Session, delivery_seq: int, *, now: dt.datetime, lease_until: dt.datetime,
-            budget: dt.timedelta) -> Message | None:
+def message(
+    session: Session, delivery_seq: int, *, now: dt.datetime, lease_until: dt.datetime, budget: dt.timedelta
+) -> Message | None:
     """The signed request for a delivery this worker claimed, or None when it may no longer send it: the
     lease (its expiry is the worker's token) was taken over, or too little of it is left for one send, in
     which case it is handed back at once. So no two workers ever send one delivery at the same time.
@@ -203,13 +228,22 @@ def send(msg: Message, client: httpx.Client, *, timeout: float) -> Attempt:
     """The HTTP call, outside any transaction: a slow receiver must not hold a database lock."""
     try:
         response = client.post(msg.url, content=msg.body, headers=msg.headers, timeout=timeout)
-        return Attempt(msg.delivery_seq, response.status_code, None if response.is_success else f"HTTP {response.status_code}")
+        return Attempt(
+            msg.delivery_seq, response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+        )
     except httpx.HTTPError as exc:
         return Attempt(msg.delivery_seq, None, f"{type(exc).__name__}")
 
 
-def settle(session: Session, attempt: Attempt, policy: Policy, *, now: dt.datetime,
-           lease_until: dt.datetime | None = None, jitter: Callable[[], float] = random.random) -> str:
+def settle(
+    session: Session,
+    attempt: Attempt,
+    policy: Policy,
+    *,
+    now: dt.datetime,
+    lease_until: dt.datetime | None = None,
+    jitter: Callable[[], float] = random.random,
+) -> str:
     delivery = session.get(WebhookDelivery, attempt.delivery_seq, with_for_update=True)
     if delivery.status != "pending":
         # Delivered by another attempt, or the endpoint was removed meanwhile: that outcome stands.
@@ -225,7 +259,9 @@ def settle(session: Session, attempt: Attempt, policy: Policy, *, now: dt.dateti
         delivery.status, delivery.delivered_at = "delivered", now
     elif delivery.attempts >= policy.webhooks.max_attempts:
         delivery.status = "dead"
-        log.warning("webhook.dead_letter", delivery=delivery.seq, endpoint=delivery.endpoint_id, attempts=delivery.attempts)
+        log.warning(
+            "webhook.dead_letter", delivery=delivery.seq, endpoint=delivery.endpoint_id, attempts=delivery.attempts
+        )
     else:
         delivery.next_attempt_at = now + backoff(policy, delivery.attempts, jitter)
     session.flush()

@@ -77,7 +77,8 @@ def run(policy: Policy, stop: threading.Event, *, interval: float = 1.0) -> Tall
 
 def start_thread(policy: Policy, *, interval: float = 1.0) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
-    thread = threading.Thread(target=run, args=(policy, stop), kwargs={"interval": interval}, daemon=True,
-                              name="guanhao-webhooks")
+    thread = threading.Thread(
+        target=run, args=(policy, stop), kwargs={"interval": interval}, daemon=True, name="guanhao-webhooks"
+    )
     thread.start()
     return thread, stop

@@ -53,8 +53,11 @@ def test_r20_staff_decisions_are_audited(api):
     subject_id, shop_id, _ = api.ready_shop(account_fields={"followers": 2_000_000})
     app = api.upgrade(shop_id)
     assert app["status"] == "reviewing"
-    r = api.client.post(f"/api/v1/admin/upgrade-applications/{app['application_id']}/reject",
-                        json={"reason": "资料不符"}, headers=api.admin)
+    r = api.client.post(
+        f"/api/v1/admin/upgrade-applications/{app['application_id']}/reject",
+        json={"reason": "资料不符"},
+        headers=api.admin,
+    )
     assert r.status_code == 200, r.text
     last = api.audit(app["application_id"])[-1]
     assert (last["from"], last["to"]) == ("reviewing", "rejected")
@@ -89,9 +92,8 @@ def test_r60_audit_log_is_append_only_at_the_database(api, engine, statement):
     subject_id = api.subject()
     before = api.audit(subject_id)
     assert before
-    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
-        with engine.begin() as conn:
-            conn.execute(sa.text(statement))
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(sa.text(statement))
     assert api.audit(subject_id) == before
     # appending still works
     api.subject(subject_id, name="再次同步")

@@ -1,6 +1,7 @@
 """The audit trail is tamper-evident (SPEC R-60): each subject's rows form a hash chain that
 `guanhao audit verify` walks, naming the first row that was edited, removed or moved."""
 
+import itertools
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -29,9 +30,12 @@ def trail_unlocked(engine):
             conn.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
         else:
             for verb in ("UPDATE", "DELETE"):
-                conn.execute(sa.text(
-                    f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
-                    f"BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: {verb} refused'); END"))
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
+                        f"BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: {verb} refused'); END"
+                    )
+                )
 
 
 def verify_cli():
@@ -45,22 +49,32 @@ def full_flow(api: Api) -> tuple[str, str, str]:
     assert api.upgrade(shop_id)["status"] == "succeeded"
     _, big_shop, _ = api.ready_shop(subject_id, account_fields={"followers": 2_000_000})
     app = api.upgrade(big_shop)
-    r = api.client.post(f"/api/v1/admin/upgrade-applications/{app['application_id']}/reject",
-                        json={"reason": "资料不符"}, headers=api.admin)
+    r = api.client.post(
+        f"/api/v1/admin/upgrade-applications/{app['application_id']}/reject",
+        json={"reason": "资料不符"},
+        headers=api.admin,
+    )
     assert r.status_code == 200, r.text
     new = person()
     r = api.client.post(f"/api/v1/shops/{shop_id}/official-account/operator-changes", json=new, headers=merchant)
     assert r.status_code == 201, r.text
-    code = api.client.get("/api/v1/sandbox/sms", params={"phone": new["phone"]}, headers=api.admin).json()["items"][0]["code"]
-    r = api.client.post(f"/api/v1/shops/{shop_id}/official-account/operator-changes/{r.json()['change_id']}/verify",
-                        json={"code": code}, headers=merchant)
+    code = api.client.get("/api/v1/sandbox/sms", params={"phone": new["phone"]}, headers=api.admin).json()["items"][0][
+        "code"
+    ]
+    r = api.client.post(
+        f"/api/v1/shops/{shop_id}/official-account/operator-changes/{r.json()['change_id']}/verify",
+        json={"code": code},
+        headers=merchant,
+    )
     assert r.status_code == 200, r.text
     return subject_id, shop_id, account_id
 
 
 def rows(engine) -> list[sa.Row]:
     with engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT seq, chain, prev_hash, row_hash, subject_id FROM audit_log ORDER BY seq")))
+        return list(
+            conn.execute(sa.text("SELECT seq, chain, prev_hash, row_hash, subject_id FROM audit_log ORDER BY seq"))
+        )
 
 
 def test_r60_verify_says_intact_after_a_full_flow(api):
@@ -90,8 +104,10 @@ def test_r60_an_edited_row_with_a_recomputed_own_hash_breaks_the_next_link(api, 
         entry = session.get(audit.AuditEntry, victim.seq)
         forged_hash = audit.row_hash(entry.prev_hash, audit.as_row(entry) | {"to_state": "forged"})
     with trail_unlocked(engine) as conn:
-        conn.execute(sa.text("UPDATE audit_log SET to_state = 'forged', row_hash = :h WHERE seq = :s"),
-                     {"h": forged_hash, "s": victim.seq})
+        conn.execute(
+            sa.text("UPDATE audit_log SET to_state = 'forged', row_hash = :h WHERE seq = :s"),
+            {"h": forged_hash, "s": victim.seq},
+        )
     result = verify_cli()
     assert result.exit_code == 1
     assert f"BROKEN seq={after.seq} chain={subject_id}" in result.output
@@ -139,7 +155,7 @@ def test_r60_chains_are_per_subject_and_interleave(api):
     for chain, subject_id in ((chain_a, a), (chain_b, b)):
         assert chain[0].prev_hash == audit.GENESIS
         assert all(r.chain == subject_id == r.subject_id for r in chain)
-        for prev, row in zip(chain, chain[1:]):
+        for prev, row in itertools.pairwise(chain):
             assert row.prev_hash == prev.row_hash
             assert row.row_hash == audit.row_hash(prev.row_hash, audit.as_row(row))
 

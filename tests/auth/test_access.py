@@ -65,7 +65,8 @@ def classify(app):
 
 def _needs_body(route) -> bool:
     return any(p.field_info.is_required() for p in route.dependant.body_params) or bool(
-        ((route.openapi_extra or {}).get("requestBody") or {}).get("required"))
+        ((route.openapi_extra or {}).get("requestBody") or {}).get("required")
+    )
 
 
 def _params(path: str) -> list[str]:
@@ -88,12 +89,12 @@ def test_routes_are_classified_as_the_api_says(app):
     for method, path, _ in merchant:
         assert not path.startswith((f"{API}/admin", f"{API}/sandbox")), f"{method} {path} is open to merchants"
         # API.md: platform sync and posting are admin / platform systems only
-        assert not (method == "PUT"), f"{method} {path}: sync is admin-only"
+        assert method != "PUT", f"{method} {path}: sync is admin-only"
         assert path != f"{API}/import"
     anonymous_paths = {p for _, p, _ in anonymous}
     assert all(p.startswith(f"{API}/confirmations/") or p == f"{API}/health" for p in anonymous_paths), anonymous_paths
     for method, path, _ in admin:
-        if path.startswith(f"{API}/admin") or path.startswith(f"{API}/sandbox"):
+        if path.startswith((f"{API}/admin", f"{API}/sandbox")):
             continue
         assert method == "PUT" or path in (f"{API}/import",) or "/posting-quota" in path or path.endswith("/posts"), (
             f"{method} {path} is admin-only but API.md lists it for merchants"
@@ -110,18 +111,25 @@ def victim(api):
     assert app["status"] == "succeeded"
     _, open_shop, _ = api.ready_shop(subject_id)
     open_app = api.submit(open_shop, owner).json()["application_id"]
-    values = {"shop_id": shop_id, "subject_id": subject_id, "application_id": app["application_id"],
-              "account_id": account_id, "open_shop_id": open_shop, "open_application_id": open_app}
+    values = {
+        "shop_id": shop_id,
+        "subject_id": subject_id,
+        "application_id": app["application_id"],
+        "account_id": account_id,
+        "open_shop_id": open_shop,
+        "open_application_id": open_app,
+    }
     r = api.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes", json=person(), headers=owner)
     if r.status_code != 404 or r.json().get("detail") != "no such resource":
         assert r.status_code == 201, r.text
         values["change_id"] = r.json()["change_id"]
-    r = api.client.post(f"{API}/shops/{shop_id}/official-account/phone-rebinds", json={"new_phone": phone()}, headers=owner)
+    r = api.client.post(
+        f"{API}/shops/{shop_id}/official-account/phone-rebinds", json={"new_phone": phone()}, headers=owner
+    )
     if r.status_code != 404 or r.json().get("detail") != "no such resource":
         assert r.status_code == 201, r.text
         values["rebind_id"] = r.json()["rebind_id"]
-    return {"values": values, "owner": owner,
-            "secrets": ["杭州示例科技有限公司", "示例旗舰店", "示例官方号"]}
+    return {"values": values, "owner": owner, "secrets": ["杭州示例科技有限公司", "示例旗舰店", "示例官方号"]}
 
 
 def test_r62_every_merchant_route_is_walked(app):
@@ -173,9 +181,13 @@ def test_r62_the_owner_reaches_the_same_read_routes(api, app, victim):
 def test_r62_no_token_is_401_on_every_authenticated_route(client, app):
     admin, merchant, _ = classify(app)
     for method, path, _ in admin + merchant:
-        url = _fill(path, {p: "x-1" for p in _params(path)})
-        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic dXNlcjpwYXNz"},
-                        {"Authorization": "Bearer gh_mch_" + secrets.token_urlsafe(32)}):
+        url = _fill(path, dict.fromkeys(_params(path), "x-1"))
+        for headers in (
+            {},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            {"Authorization": "Bearer gh_mch_" + secrets.token_urlsafe(32)},
+        ):
             r = client.request(method, url, headers=headers)
             assert r.status_code == 401, f"{method} {url} {headers}: {r.status_code} {r.text}"
             assert r.json()["code"] == "UNAUTHENTICATED"
@@ -187,7 +199,7 @@ def test_r62_a_merchant_key_on_every_staff_path_is_403(api, app):
     subject_id = api.subject()
     merchant = api.merchant(subject_id)
     for method, path, _ in admin:
-        url = _fill(path, {p: "x-1" for p in _params(path)})
+        url = _fill(path, dict.fromkeys(_params(path), "x-1"))
         r = api.client.request(method, url, headers=merchant)
         assert r.status_code == 403, f"{method} {url}: {r.status_code} {r.text}"
         assert r.json()["code"] == "FORBIDDEN"
@@ -245,10 +257,18 @@ def test_r62_a_merchant_key_is_bound_to_a_known_subject(api):
 def test_r62_another_subjects_object_looks_like_a_missing_one(api, victim):
     stranger = api.merchant(api.subject())
     values = victim["values"]
-    for template in ("/shops/{}/official-account", "/shops/{}/eligibility", "/upgrade-applications/{}",
-                     "/subjects/{}/quotas"):
-        key = {"/shops/{}/official-account": "shop_id", "/shops/{}/eligibility": "shop_id",
-               "/upgrade-applications/{}": "application_id", "/subjects/{}/quotas": "subject_id"}[template]
+    for template in (
+        "/shops/{}/official-account",
+        "/shops/{}/eligibility",
+        "/upgrade-applications/{}",
+        "/subjects/{}/quotas",
+    ):
+        key = {
+            "/shops/{}/official-account": "shop_id",
+            "/shops/{}/eligibility": "shop_id",
+            "/upgrade-applications/{}": "application_id",
+            "/subjects/{}/quotas": "subject_id",
+        }[template]
         theirs = api.client.get(API + template.format(values[key]), headers=stranger)
         missing = api.client.get(API + template.format("does-not-exist"), headers=stranger)
         assert theirs.status_code == missing.status_code == 404

@@ -30,14 +30,18 @@ def test_r41_capacity_holds_under_22_concurrent_operator_change_verifications(li
     newcomer = person(name="冯抢手")
     pending = []
     for _, shop_id, account_id in shops:
-        r = driver.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes", json=newcomer,
-                               headers=admin_headers)
+        r = driver.client.post(
+            f"{API}/shops/{shop_id}/official-account/operator-changes", json=newcomer, headers=admin_headers
+        )
         assert r.status_code == 201, r.text
         pending.append((shop_id, account_id, r.json()["change_id"], latest_code(driver, newcomer["phone"])))
 
     def verify(shop_id, change_id, code):
-        return lambda client: client.post(f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
-                                          json={"code": code}, headers=admin_headers)
+        return lambda client: client.post(
+            f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
+            json={"code": code},
+            headers=admin_headers,
+        )
 
     responses = race(live_server, [verify(shop_id, change_id, code) for shop_id, _, change_id, code in pending])
 
@@ -49,8 +53,9 @@ def test_r41_capacity_holds_under_22_concurrent_operator_change_verifications(li
     assert scalar(sql, "SELECT count(*) FROM slots WHERE pool = :p", p=pool) == 5
     assert {n for (n,) in rows(sql, "SELECT slot_no FROM slots WHERE pool = :p", p=pool)} == {1, 2, 3, 4, 5}
     assert {a for (a,) in rows(sql, "SELECT account_id FROM slots WHERE pool = :p", p=pool)} == winners
-    operated = rows(sql, "SELECT account_id FROM official_accounts WHERE operator_id_hash = :h",
-                    h=pii.Person(**newcomer).id_hash)
+    operated = rows(
+        sql, "SELECT account_id FROM official_accounts WHERE operator_id_hash = :h", h=pii.Person(**newcomer).id_hash
+    )
     assert {a for (a,) in operated} == winners
     # every account still has exactly one operator slot: the winners moved theirs, the losers kept the holder's
     per_account = rows(sql, "SELECT account_id, count(*) FROM slots WHERE pool LIKE 'operator:%' GROUP BY account_id")
@@ -63,7 +68,7 @@ def test_r41_capacity_holds_under_22_concurrent_operator_change_verifications(li
 
 @pytest.fixture
 def upgraded(driver):
-    (_, shop_id, account_id), = seed(driver, subjects=1, shops_per_subject=1)
+    ((_, shop_id, account_id),) = seed(driver, subjects=1, shops_per_subject=1)
     assert driver.upgrade(shop_id)["status"] == "succeeded"
     return shop_id, account_id
 
@@ -73,8 +78,9 @@ def test_r42_20_concurrent_wrong_codes_count_to_exactly_5(live_server, driver, a
     the count, and afterwards even the right code is refused."""
     shop_id, _ = upgraded
     newcomer = person()
-    r = driver.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes", json=newcomer,
-                           headers=admin_headers)
+    r = driver.client.post(
+        f"{API}/shops/{shop_id}/official-account/operator-changes", json=newcomer, headers=admin_headers
+    )
     assert r.status_code == 201, r.text
     change_id = r.json()["change_id"]
     code = latest_code(driver, newcomer["phone"])
@@ -108,8 +114,9 @@ def test_r42_20_concurrent_right_codes_change_the_operator_once(live_server, dri
     """R-42: the right code sent 20 times at once → one 200, one operator.changed event, one slot moved."""
     shop_id, account_id = upgraded
     newcomer = person()
-    r = driver.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes", json=newcomer,
-                           headers=admin_headers)
+    r = driver.client.post(
+        f"{API}/shops/{shop_id}/official-account/operator-changes", json=newcomer, headers=admin_headers
+    )
     change_id = r.json()["change_id"]
     code = latest_code(driver, newcomer["phone"])
     path = f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify"

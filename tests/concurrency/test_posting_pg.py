@@ -11,7 +11,6 @@ import pytest
 
 from tests.concurrency.test_races import assert_clean, scalar
 
-
 pytestmark = pytest.mark.postgres
 
 API = "/api/v1"
@@ -46,8 +45,9 @@ def fire(base_url: str, path: str, headers: dict, *, n: int, clients: int) -> li
 
 
 @pytest.mark.parametrize("upgraded, limit", [(False, 75), (True, 100)], ids=["before-upgrade", "after-upgrade"])
-def test_r23_500_concurrent_posts_on_one_account_accept_exactly_the_limit(live_server, driver, admin_headers, sql,
-                                                                          upgraded, limit):
+def test_r23_500_concurrent_posts_on_one_account_accept_exactly_the_limit(
+    live_server, driver, admin_headers, sql, upgraded, limit
+):
     """R-23: 500 concurrent POST /posts on one account → exactly `limit` 201, the rest 429
     DAILY_POST_LIMIT_REACHED; the SQL counter equals the limit."""
     _, shop_id, account_id = driver.ready_shop()

@@ -66,27 +66,54 @@ def refusal_codes(r: httpx.Response) -> set[str]:
     return {body["code"]}
 
 
-def seed(driver: Api, *, subjects: int, shops_per_subject: int, subject_type: str = "enterprise") -> list[tuple[str, str, str]]:
+def seed(
+    driver: Api, *, subjects: int, shops_per_subject: int, subject_type: str = "enterprise"
+) -> list[tuple[str, str, str]]:
     """(subject_id, shop_id, account_id) of ready shops, each account with its own holder; one bulk import."""
     lines, out = [], []
     for _ in range(subjects):
         subject_id = ids("subj")
-        lines.append({"kind": "subject", "id": subject_id, "name": "杭州示例科技有限公司", "subject_type": subject_type,
-                      "cross_border": False, "license_valid_until": None})
+        lines.append(
+            {
+                "kind": "subject",
+                "id": subject_id,
+                "name": "杭州示例科技有限公司",
+                "subject_type": subject_type,
+                "cross_border": False,
+                "license_valid_until": None,
+            }
+        )
         for _ in range(shops_per_subject):
             shop_id, account_id = ids("shop"), ids("acct")
             lines += [
-                {"kind": "shop", "id": shop_id, "subject_id": subject_id, "name": "示例旗舰店", "shop_type": "flagship",
-                 "status": "active", "experience_score": 4.8},
+                {
+                    "kind": "shop",
+                    "id": shop_id,
+                    "subject_id": subject_id,
+                    "name": "示例旗舰店",
+                    "shop_type": "flagship",
+                    "status": "active",
+                    "experience_score": 4.8,
+                },
                 # Few followers: no follower bonus slot, no staff review.
-                {"kind": "account", "id": account_id, "nickname": "示例官方号", "followers": 1000, "status": "normal",
-                 "real_name_verified": True, "violations_90d": 0, "login_phone": phone(), "holder": person()},
+                {
+                    "kind": "account",
+                    "id": account_id,
+                    "nickname": "示例官方号",
+                    "followers": 1000,
+                    "status": "normal",
+                    "real_name_verified": True,
+                    "violations_90d": 0,
+                    "login_phone": phone(),
+                    "holder": person(),
+                },
                 {"kind": "binding", "shop_id": shop_id, "account_id": account_id},
             ]
             out.append((subject_id, shop_id, account_id))
     body = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
-    r = driver.client.post(f"{API}/import", content=body,
-                           headers=driver.admin | {"Content-Type": "application/x-ndjson"})
+    r = driver.client.post(
+        f"{API}/import", content=body, headers=driver.admin | {"Content-Type": "application/x-ndjson"}
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": len(lines), "rejected": []}, r.text
     return out
@@ -144,10 +171,21 @@ def test_fallback_fills_every_type_exactly_under_25_concurrent_submits(live_serv
     for r in responses:
         if r.status_code != 201:
             assert refusal_codes(r) == {"QUOTA_EXHAUSTED"}, r.text
-    used = dict(rows(sql, "SELECT pool, count(*) FROM slots WHERE pool LIKE :p GROUP BY pool", p=f"quota:{subject_id}:%"))
-    assert used == {f"quota:{subject_id}:main": 1, f"quota:{subject_id}:vertical": 2, f"quota:{subject_id}:dedicated": 3}
-    by_type = dict(rows(sql, "SELECT account_type, count(*) FROM upgrade_applications WHERE subject_id = :s GROUP BY account_type",
-                        s=subject_id))
+    used = dict(
+        rows(sql, "SELECT pool, count(*) FROM slots WHERE pool LIKE :p GROUP BY pool", p=f"quota:{subject_id}:%")
+    )
+    assert used == {
+        f"quota:{subject_id}:main": 1,
+        f"quota:{subject_id}:vertical": 2,
+        f"quota:{subject_id}:dedicated": 3,
+    }
+    by_type = dict(
+        rows(
+            sql,
+            "SELECT account_type, count(*) FROM upgrade_applications WHERE subject_id = :s GROUP BY account_type",
+            s=subject_id,
+        )
+    )
     assert by_type == {"main": 1, "vertical": 2, "dedicated": 3}
 
     r = driver.client.get(f"{API}/subjects/{subject_id}/quotas", headers=admin_headers)
@@ -170,8 +208,14 @@ def test_one_application_in_progress_per_shop_under_20_concurrent_submits(live_s
     for r in responses:
         if r.status_code != 201:
             assert refusal_codes(r) == {"APPLICATION_IN_PROGRESS"}, r.text
-    assert scalar(sql, "SELECT count(*) FROM upgrade_applications WHERE shop_id = :s AND status IN ('submitted', 'reviewing')",
-                  s=shop_id) == 1
+    assert (
+        scalar(
+            sql,
+            "SELECT count(*) FROM upgrade_applications WHERE shop_id = :s AND status IN ('submitted', 'reviewing')",
+            s=shop_id,
+        )
+        == 1
+    )
     assert scalar(sql, "SELECT count(*) FROM upgrade_applications WHERE shop_id = :s", s=shop_id) == 1
     assert scalar(sql, "SELECT count(*) FROM slots WHERE pool LIKE :p", p=f"quota:{subject_id}:%") == 1
     assert scalar(sql, "SELECT count(*) FROM slots WHERE pool LIKE 'operator:%'") == 1
@@ -212,8 +256,9 @@ def test_account_binds_to_one_shop_under_20_concurrent_bindings(live_server, dri
     account_id = driver.account()
 
     def bind(shop_id):
-        return lambda client: client.put(f"{API}/shops/{shop_id}/official-account", json={"account_id": account_id},
-                                         headers=admin_headers)
+        return lambda client: client.put(
+            f"{API}/shops/{shop_id}/official-account", json={"account_id": account_id}, headers=admin_headers
+        )
 
     responses = race(live_server, [bind(shop) for shop in shops])
 
@@ -221,8 +266,14 @@ def test_account_binds_to_one_shop_under_20_concurrent_bindings(live_server, dri
     assert outcome == {200: 1, "ACCOUNT_ALREADY_BOUND": 19}, outcome
     [winner] = [r.json()["shop_id"] for r in responses if r.status_code == 200]
     assert rows(sql, "SELECT id FROM shops WHERE official_account_id = :a", a=account_id) == [(winner,)]
-    assert scalar(sql, "SELECT count(*) FROM audit_log WHERE action = 'shop.official_account_bound' AND to_state = :a",
-                  a=account_id) == 1
+    assert (
+        scalar(
+            sql,
+            "SELECT count(*) FROM audit_log WHERE action = 'shop.official_account_bound' AND to_state = :a",
+            a=account_id,
+        )
+        == 1
+    )
 
 
 # ---------------------------------------------------------------- Idempotency-Key
@@ -242,7 +293,10 @@ def test_same_idempotency_key_20_at_once_has_one_effect(live_server, driver, sql
     assert len(bodies) == 1, bodies
     [first] = bodies
     assert scalar(sql, "SELECT count(*) FROM upgrade_applications WHERE shop_id = :s", s=shop_id) == 1
-    assert scalar(sql, "SELECT count(*) FROM outbox_events WHERE shop_id = :s AND type = 'upgrade.submitted'", s=shop_id) == 1
+    assert (
+        scalar(sql, "SELECT count(*) FROM outbox_events WHERE shop_id = :s AND type = 'upgrade.submitted'", s=shop_id)
+        == 1
+    )
 
     retry = submit(shop_id, headers)(driver.client)
     assert retry.status_code == 201, retry.text
@@ -292,7 +346,9 @@ def test_outbox_reader_misses_nothing_while_30_submits_commit(live_server, drive
             last = before
             while True:
                 done = stop.is_set()
-                r = client.get(f"{API}/admin/events", params={"cursor": encode_cursor(last), "limit": 500}, headers=admin_headers)
+                r = client.get(
+                    f"{API}/admin/events", params={"cursor": encode_cursor(last), "limit": 500}, headers=admin_headers
+                )
                 assert r.status_code == 200, r.text
                 items = r.json()["items"]
                 seen.extend(items)
@@ -318,8 +374,9 @@ def test_outbox_reader_misses_nothing_while_30_submits_commit(live_server, drive
     # Paging with the documented cursor reads the same, strictly increasing.
     paged, cursor = [], None
     while True:
-        r = driver.client.get(f"{API}/admin/events", params={"limit": 7} | ({"cursor": cursor} if cursor else {}),
-                              headers=admin_headers)
+        r = driver.client.get(
+            f"{API}/admin/events", params={"limit": 7} | ({"cursor": cursor} if cursor else {}), headers=admin_headers
+        )
         assert r.status_code == 200, r.text
         paged += r.json()["items"]
         cursor = r.json()["next_cursor"]
@@ -329,4 +386,7 @@ def test_outbox_reader_misses_nothing_while_30_submits_commit(live_server, drive
     assert seqs == sorted(set(seqs))
     assert len(paged) == scalar(sql, "SELECT count(*) FROM outbox_events")
     for _, shop, _ in shops:
-        assert [e["type"] for e in paged if e["shop_id"] == shop] == ["upgrade.submitted", "upgrade.confirmation_requested"]
+        assert [e["type"] for e in paged if e["shop_id"] == shop] == [
+            "upgrade.submitted",
+            "upgrade.confirmation_requested",
+        ]

@@ -37,13 +37,16 @@ ELIGIBLE = """
 
 
 def guanhao(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([GUANHAO, *args], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+    return subprocess.Popen(
+        [GUANHAO, *args], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def wave_row(sql: sa.Engine, wave_id: str) -> dict:
     with sql.connect() as conn:
-        return dict(conn.execute(sa.text("SELECT * FROM auto_upgrade_waves WHERE id = :w"), {"w": wave_id}).mappings().one())
+        return dict(
+            conn.execute(sa.text("SELECT * FROM auto_upgrade_waves WHERE id = :w"), {"w": wave_id}).mappings().one()
+        )
 
 
 def start_wave(chunk: int) -> tuple[subprocess.Popen, str]:
@@ -66,14 +69,19 @@ def assert_exactly_once(sql: sa.Engine, wave_id: str) -> dict:
     policy = get_policy()
     with sql.connect() as conn:
         q = lambda text, **p: conn.execute(sa.text(text), p)  # noqa: E731
-        eligible = set(q(ELIGIBLE, min=policy.auto_upgrade.min_experience_score,
-                         staff=policy.review.staff_review_min_followers).scalars())
+        eligible = set(
+            q(
+                ELIGIBLE, min=policy.auto_upgrade.min_experience_score, staff=policy.review.staff_review_min_followers
+            ).scalars()
+        )
         assert eligible
 
         # One official-account record and one auto application per eligible shop, nothing for any other shop.
         records = Counter(q("SELECT shop_id FROM official_accounts").scalars())
         assert set(records) == eligible and set(records.values()) == {1}
-        apps = Counter(q("SELECT shop_id FROM upgrade_applications WHERE origin = 'auto' AND wave_id = :w", w=wave_id).scalars())
+        apps = Counter(
+            q("SELECT shop_id FROM upgrade_applications WHERE origin = 'auto' AND wave_id = :w", w=wave_id).scalars()
+        )
         assert apps == records
         assert q("SELECT count(*) FROM upgrade_applications").scalar() == len(eligible)
         assert q("""SELECT count(*) FROM official_accounts o JOIN upgrade_applications a ON a.id = o.application_id
@@ -86,24 +94,39 @@ def assert_exactly_once(sql: sa.Engine, wave_id: str) -> dict:
                     WHERE l.action = 'upgrade.succeeded' AND a.shop_id = l.shop_id""").scalar() == len(eligible)
         outbox = Counter(q("SELECT shop_id FROM outbox_events WHERE type = 'upgrade.succeeded'").scalars())
         assert outbox == records
-        assert q("SELECT count(DISTINCT data->>'application_id') FROM outbox_events WHERE type = 'upgrade.succeeded'").scalar() \
-            == len(eligible)
+        assert q(
+            "SELECT count(DISTINCT data->>'application_id') FROM outbox_events WHERE type = 'upgrade.succeeded'"
+        ).scalar() == len(eligible)
 
         # The counters are what the database holds; every candidate was looked at exactly once.
         wave = dict(q("SELECT * FROM auto_upgrade_waves WHERE id = :w", w=wave_id).mappings().one())
-        skips = dict(q("SELECT reason, count(*) FROM auto_upgrade_wave_skips WHERE wave_id = :w GROUP BY reason", w=wave_id).all())
-        candidates = q("SELECT count(*) FROM shops WHERE experience_score >= :m", m=wave["min_experience_score"]).scalar()
+        skips = dict(
+            q(
+                "SELECT reason, count(*) FROM auto_upgrade_wave_skips WHERE wave_id = :w GROUP BY reason", w=wave_id
+            ).all()
+        )
+        candidates = q(
+            "SELECT count(*) FROM shops WHERE experience_score >= :m", m=wave["min_experience_score"]
+        ).scalar()
         assert wave["status"] == "done"
         assert wave["upgraded"] == len(eligible)
         assert wave["skipped"] == sum(skips.values()) == candidates - len(eligible)
         assert wave["scanned"] == candidates
         assert wave["skip_reasons"] == skips
-        assert q("""SELECT count(*) FROM auto_upgrade_wave_skips k JOIN official_accounts o ON o.shop_id = k.shop_id
-                    WHERE k.wave_id = :w""", w=wave_id).scalar() == 0
+        assert (
+            q(
+                """SELECT count(*) FROM auto_upgrade_wave_skips k JOIN official_accounts o ON o.shop_id = k.shop_id
+                    WHERE k.wave_id = :w""",
+                w=wave_id,
+            ).scalar()
+            == 0
+        )
 
         # No pool over its capacity (the unique (pool, slot_no) already forbids two holders of one number).
-        followers = dict(q("""SELECT s.subject_id, sum(a.followers) FROM shops s JOIN accounts a ON a.id = s.official_account_id
-                              GROUP BY s.subject_id""").all())
+        followers = dict(
+            q("""SELECT s.subject_id, sum(a.followers) FROM shops s JOIN accounts a ON a.id = s.official_account_id
+                              GROUP BY s.subject_id""").all()
+        )
         subjects = {r.id: r for r in q("SELECT id, subject_type, cross_border FROM subjects")}
         for pool, used, highest in q("SELECT pool, count(*), max(slot_no) FROM slots GROUP BY pool"):
             kind, _, rest = pool.partition(":")
@@ -112,11 +135,17 @@ def assert_exactly_once(sql: sa.Engine, wave_id: str) -> dict:
             else:
                 subject_id, account_type = rest.rsplit(":", 1)
                 s = subjects[subject_id]
-                capacity = rules.quota_totals(policy, subject_type=s.subject_type, cross_border=s.cross_border,
-                                              bound_followers=int(followers.get(subject_id, 0)))[account_type]
+                capacity = rules.quota_totals(
+                    policy,
+                    subject_type=s.subject_type,
+                    cross_border=s.cross_border,
+                    bound_followers=int(followers.get(subject_id, 0)),
+                )[account_type]
             assert used <= capacity and highest <= capacity, (pool, used, capacity)
         assert q("SELECT count(*) FROM slots").scalar() == 2 * len(eligible)
-    verify = subprocess.run([GUANHAO, "audit", "verify"], env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [GUANHAO, "audit", "verify"], env=dict(os.environ), capture_output=True, text=True, timeout=60
+    )
     assert verify.returncode == 0 and "audit trail intact" in verify.stderr, verify.stdout + verify.stderr
     return wave
 
@@ -139,14 +168,21 @@ def test_a_wave_killed_with_sigkill_resumes_and_upgrades_every_shop_exactly_once
     killed = wave_row(sql, wave_id)
     with sql.connect() as conn:
         upgraded_so_far = conn.execute(sa.text("SELECT count(*) FROM official_accounts")).scalar()
-        audited_so_far = conn.execute(sa.text("SELECT count(*) FROM audit_log WHERE action = 'upgrade.succeeded'")).scalar()
+        audited_so_far = conn.execute(
+            sa.text("SELECT count(*) FROM audit_log WHERE action = 'upgrade.succeeded'")
+        ).scalar()
         eligible = len(conn.execute(sa.text(ELIGIBLE), {"min": 4.6, "staff": 1_000_000}).all())
     assert killed["status"] == "running"
     assert 0 < killed["upgraded"] < eligible
     assert killed["upgraded"] == upgraded_so_far == audited_so_far
 
-    resumed = subprocess.run([GUANHAO, "waves", "resume", wave_id, "--chunk", "100", "--quiet"],
-                             env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    resumed = subprocess.run(
+        [GUANHAO, "waves", "resume", wave_id, "--chunk", "100", "--quiet"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     wave = assert_exactly_once(sql, wave_id)
     assert wave["upgraded"] == eligible

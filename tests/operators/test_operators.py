@@ -14,9 +14,11 @@ API = "/api/v1"
 
 
 def masked(person: dict) -> dict:
-    return {"name": person["name"][0] + "*" * (len(person["name"]) - 1),
-            "id_number": person["id_number"][:3] + "*" * 11 + person["id_number"][-4:],
-            "phone": mask_phone(person["phone"])}
+    return {
+        "name": person["name"][0] + "*" * (len(person["name"]) - 1),
+        "id_number": person["id_number"][:3] + "*" * 11 + person["id_number"][-4:],
+        "phone": mask_phone(person["phone"]),
+    }
 
 
 def mask_phone(phone: str) -> str:
@@ -34,13 +36,17 @@ def latest_code(api: Api, phone: str) -> str:
 
 
 def request_change(api: Api, shop_id: str, person: dict, headers: dict | None = None):
-    return api.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes", json=person,
-                           headers=headers or api.admin)
+    return api.client.post(
+        f"{API}/shops/{shop_id}/official-account/operator-changes", json=person, headers=headers or api.admin
+    )
 
 
 def verify_change(api: Api, shop_id: str, change_id: str, code: str, headers: dict | None = None):
-    return api.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
-                           json={"code": code}, headers=headers or api.admin)
+    return api.client.post(
+        f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
+        json={"code": code},
+        headers=headers or api.admin,
+    )
 
 
 def requested(api: Api, shop_id: str, person: dict, headers: dict | None = None) -> str:
@@ -57,13 +63,19 @@ def change_operator(api: Api, shop_id: str, person: dict, headers: dict | None =
 
 
 def request_rebind(api: Api, shop_id: str, new_phone: str, headers: dict | None = None):
-    return api.client.post(f"{API}/shops/{shop_id}/official-account/phone-rebinds", json={"new_phone": new_phone},
-                           headers=headers or api.admin)
+    return api.client.post(
+        f"{API}/shops/{shop_id}/official-account/phone-rebinds",
+        json={"new_phone": new_phone},
+        headers=headers or api.admin,
+    )
 
 
 def verify_rebind(api: Api, shop_id: str, rebind_id: str, code: str, headers: dict | None = None):
-    return api.client.post(f"{API}/shops/{shop_id}/official-account/phone-rebinds/{rebind_id}/verify",
-                           json={"code": code}, headers=headers or api.admin)
+    return api.client.post(
+        f"{API}/shops/{shop_id}/official-account/phone-rebinds/{rebind_id}/verify",
+        json={"code": code},
+        headers=headers or api.admin,
+    )
 
 
 def wrong(code: str) -> str:
@@ -77,7 +89,9 @@ def problem(r, status: int, code: str) -> dict:
     return r.json()
 
 
-def upgraded_shop(api: Api, subject_id: str | None = None, *, operator: dict | None = None) -> tuple[str, str, str, dict]:
+def upgraded_shop(
+    api: Api, subject_id: str | None = None, *, operator: dict | None = None
+) -> tuple[str, str, str, dict]:
     """(subject_id, shop_id, account_id, holder) of a shop whose official account is upgraded."""
     holder = factories.person(name="赵大海")
     subject_id, shop_id, account_id = api.ready_shop(subject_id, holder=holder)
@@ -91,8 +105,13 @@ def shop(api):
     """An upgraded shop, clock frozen at T0, and its merchant's headers."""
     api.set_clock(T0)
     subject_id, shop_id, account_id, holder = upgraded_shop(api)
-    return {"subject_id": subject_id, "shop_id": shop_id, "account_id": account_id, "holder": holder,
-            "merchant": api.merchant(subject_id)}
+    return {
+        "subject_id": subject_id,
+        "shop_id": shop_id,
+        "account_id": account_id,
+        "holder": holder,
+        "merchant": api.merchant(subject_id),
+    }
 
 
 # ---------------------------------------------------------------- 更换运营人 (R-42)
@@ -511,7 +530,9 @@ def test_r13_a_change_requested_before_a_cancel_does_not_apply_to_a_later_upgrad
     change_id = requested(api, shop_id, new)
     rebind = request_rebind(api, shop_id, new["phone"]).json()["rebind_id"]
     merchant = api.merchant(subject_id)
-    assert api.client.post(f"{API}/shops/{shop_id}/official-account/cancel-upgrade", headers=merchant).status_code == 200
+    assert (
+        api.client.post(f"{API}/shops/{shop_id}/official-account/cancel-upgrade", headers=merchant).status_code == 200
+    )
     r = verify_change(api, shop_id, change_id, latest_code(api, new["phone"]))
     assert r.status_code == 409 and r.json()["code"] in ("NOT_UPGRADED", "CODE_EXPIRED"), r.text
     assert api.upgrade(shop_id)["status"] == "succeeded"

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import guanhao.policy
-
 from tests.conftest import reset_caches
 from tests.factories import Api
 
@@ -152,8 +151,7 @@ def test_r23_accounts_are_counted_separately(api, shop):
 
 def test_r23_unknown_account_is_not_found(api, shop):
     """R-63 an unknown account → 404 NOT_FOUND, nothing counted."""
-    for r in (post(api, "acct-nope"),
-              api.client.get(f"{API}/accounts/acct-nope/posting-quota", headers=api.admin)):
+    for r in (post(api, "acct-nope"), api.client.get(f"{API}/accounts/acct-nope/posting-quota", headers=api.admin)):
         assert r.status_code == 404, r.text
         assert r.json()["code"] == "NOT_FOUND"
 
@@ -162,8 +160,10 @@ def test_r62_posting_quota_is_for_platform_systems_only(api, shop):
     """R-62 a merchant key → 403 FORBIDDEN (even for its own account); no key → 401; nothing counted."""
     subject_id, _, account_id = shop
     merchant = api.merchant(subject_id)
-    for r in (post(api, account_id, merchant),
-              api.client.get(f"{API}/accounts/{account_id}/posting-quota", headers=merchant)):
+    for r in (
+        post(api, account_id, merchant),
+        api.client.get(f"{API}/accounts/{account_id}/posting-quota", headers=merchant),
+    ):
         assert r.status_code == 403, r.text
         assert r.json()["code"] == "FORBIDDEN"
     assert api.client.post(f"{API}/accounts/{account_id}/posts").status_code == 401

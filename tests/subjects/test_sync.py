@@ -8,17 +8,32 @@ SHOP = {"name": "示例旗舰店", "shop_type": "flagship", "status": "active", 
 
 
 def account_body(**fields) -> dict:
-    return {"nickname": "示例官方号", "followers": 10, "status": "normal", "real_name_verified": True,
-            "violations_90d": 0, "login_phone": phone(), "holder": person()} | fields
+    return {
+        "nickname": "示例官方号",
+        "followers": 10,
+        "status": "normal",
+        "real_name_verified": True,
+        "violations_90d": 0,
+        "login_phone": phone(),
+        "holder": person(),
+    } | fields
 
 
 def test_put_subject_creates_then_updates(client, admin_headers):
-    body = {"name": "杭州示例科技有限公司", "subject_type": "enterprise", "cross_border": False, "license_valid_until": None}
+    body = {
+        "name": "杭州示例科技有限公司",
+        "subject_type": "enterprise",
+        "cross_border": False,
+        "license_valid_until": None,
+    }
     r = client.put("/api/v1/subjects/s-1", json=body, headers=admin_headers)
     assert r.status_code == 201, r.text
     assert r.json()["subject_id"] == "s-1"
-    r = client.put("/api/v1/subjects/s-1", json=body | {"cross_border": True, "license_valid_until": "2030-01-31"},
-                   headers=admin_headers)
+    r = client.put(
+        "/api/v1/subjects/s-1",
+        json=body | {"cross_border": True, "license_valid_until": "2030-01-31"},
+        headers=admin_headers,
+    )
     assert r.status_code == 200, r.text
     assert r.json()["cross_border"] is True
     assert r.json()["license_valid_until"] == "2030-01-31"
@@ -28,8 +43,9 @@ def test_put_shop_creates_then_updates(api):
     subject_id = api.subject()
     r = api.client.put("/api/v1/shops/shop-1", json=SHOP | {"subject_id": subject_id}, headers=api.admin)
     assert r.status_code == 201, r.text
-    r = api.client.put("/api/v1/shops/shop-1", json=SHOP | {"subject_id": subject_id, "status": "suspended"},
-                       headers=api.admin)
+    r = api.client.put(
+        "/api/v1/shops/shop-1", json=SHOP | {"subject_id": subject_id, "status": "suspended"}, headers=api.admin
+    )
     assert r.status_code == 200
     assert r.json()["status"] == "suspended"
 
@@ -40,8 +56,11 @@ def test_r50_put_account_creates_then_updates_and_answers_masked(client, admin_h
     r = client.put("/api/v1/accounts/a-1", json=account_body(holder=holder, login_phone=login), headers=admin_headers)
     assert r.status_code == 201, r.text
     out = r.json()
-    assert out["holder"] == {"name": "李*", "id_number": holder["id_number"][:3] + "*" * 11 + holder["id_number"][-4:],
-                             "phone": holder["phone"][:3] + "****" + holder["phone"][-4:]}
+    assert out["holder"] == {
+        "name": "李*",
+        "id_number": holder["id_number"][:3] + "*" * 11 + holder["id_number"][-4:],
+        "phone": holder["phone"][:3] + "****" + holder["phone"][-4:],
+    }
     assert out["login_phone"] == login[:3] + "****" + login[-4:]
     assert holder["id_number"] not in r.text and login not in r.text
     r = client.put("/api/v1/accounts/a-1", json=account_body(followers=99), headers=admin_headers)
@@ -112,18 +131,24 @@ def test_import_keeps_good_lines_and_reports_bad_ones_by_line(api):
     good_id = id_number()
     bad_id = good_id[:17] + ("1" if good_id[17] != "1" else "2")
     body = _ndjson(
-        {"kind": "subject", "id": "imp-s", "name": "导入主体", "subject_type": "enterprise", "cross_border": False,
-         "license_valid_until": None},                                                    # 1 ok
-        "{this is not json",                                                             # 2
-        {"kind": "planet", "id": "p-1"},                                                 # 3
+        {
+            "kind": "subject",
+            "id": "imp-s",
+            "name": "导入主体",
+            "subject_type": "enterprise",
+            "cross_border": False,
+            "license_valid_until": None,
+        },  # 1 ok
+        "{this is not json",  # 2
+        {"kind": "planet", "id": "p-1"},  # 3
         {"kind": "account", "id": "imp-bad-id"} | account_body(holder=person() | {"id_number": bad_id}),  # 4
-        {"kind": "account", "id": "imp-bad-phone"} | account_body(login_phone="12800000000"),         # 5
-        {"kind": "shop", "id": "imp-orphan", "subject_id": "nobody"} | SHOP,             # 6
-        {"kind": "shop", "id": "imp-shop", "subject_id": "imp-s"} | SHOP,                # 7 ok
-        {"kind": "account", "id": "imp-acct"} | account_body(),                          # 8 ok
-        {"kind": "binding", "shop_id": "imp-shop", "account_id": "imp-acct"},            # 9 ok
-        "",                                                                              # 10 blank: skipped
-        "[1, 2]",                                                                        # 11
+        {"kind": "account", "id": "imp-bad-phone"} | account_body(login_phone="12800000000"),  # 5
+        {"kind": "shop", "id": "imp-orphan", "subject_id": "nobody"} | SHOP,  # 6
+        {"kind": "shop", "id": "imp-shop", "subject_id": "imp-s"} | SHOP,  # 7 ok
+        {"kind": "account", "id": "imp-acct"} | account_body(),  # 8 ok
+        {"kind": "binding", "shop_id": "imp-shop", "account_id": "imp-acct"},  # 9 ok
+        "",  # 10 blank: skipped
+        "[1, 2]",  # 11
     )
     r = api.client.post("/api/v1/import", content=body, headers=api.admin | {"Content-Type": "application/x-ndjson"})
     assert r.status_code == 200, r.text
@@ -149,11 +174,15 @@ def test_import_reports_binding_conflicts(api):
     other = api.shop(api.subject())
     body = _ndjson({"kind": "binding", "shop_id": other, "account_id": account_id})
     r = api.client.post("/api/v1/import", content=body, headers=api.admin | {"Content-Type": "application/x-ndjson"})
-    assert r.json() == {"accepted": 0, "rejected": [{"line": 1, "code": "ACCOUNT_ALREADY_BOUND",
-                                                     "detail": r.json()["rejected"][0]["detail"]}]}
+    assert r.json() == {
+        "accepted": 0,
+        "rejected": [{"line": 1, "code": "ACCOUNT_ALREADY_BOUND", "detail": r.json()["rejected"][0]["detail"]}],
+    }
 
 
 def test_import_is_admin_only(api):
     subject_id = api.subject()
-    r = api.client.post("/api/v1/import", content=b"", headers=api.merchant(subject_id) | {"Content-Type": "application/x-ndjson"})
+    r = api.client.post(
+        "/api/v1/import", content=b"", headers=api.merchant(subject_id) | {"Content-Type": "application/x-ndjson"}
+    )
     assert r.status_code == 403

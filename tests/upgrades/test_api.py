@@ -12,9 +12,17 @@ from tests.factories import Api
 
 T0 = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 CHECK_CODES = [
-    "SHOP_TYPE_NOT_ELIGIBLE", "SHOP_NOT_ACTIVE", "LICENSE_EXPIRED", "ACCOUNT_NOT_BOUND", "ACCOUNT_NOT_VERIFIED",
-    "ACCOUNT_NOT_NORMAL", "ACCOUNT_HAS_VIOLATIONS", "ALREADY_UPGRADED", "APPLICATION_IN_PROGRESS",
-    "QUOTA_EXHAUSTED", "OPERATOR_LIMIT_REACHED",
+    "SHOP_TYPE_NOT_ELIGIBLE",
+    "SHOP_NOT_ACTIVE",
+    "LICENSE_EXPIRED",
+    "ACCOUNT_NOT_BOUND",
+    "ACCOUNT_NOT_VERIFIED",
+    "ACCOUNT_NOT_NORMAL",
+    "ACCOUNT_HAS_VIOLATIONS",
+    "ALREADY_UPGRADED",
+    "APPLICATION_IN_PROGRESS",
+    "QUOTA_EXHAUSTED",
+    "OPERATOR_LIMIT_REACHED",
 ]
 EN = {"Accept-Language": "en"}
 ZH = {"Accept-Language": "zh-CN"}
@@ -57,8 +65,9 @@ def approve(api: Api, application_id: str):
 
 
 def staff_reject(api: Api, application_id: str, reason: str):
-    return api.client.post(f"/api/v1/admin/upgrade-applications/{application_id}/reject", json={"reason": reason},
-                           headers=api.admin)
+    return api.client.post(
+        f"/api/v1/admin/upgrade-applications/{application_id}/reject", json={"reason": reason}, headers=api.admin
+    )
 
 
 def review_queue(api: Api) -> list[str]:
@@ -220,7 +229,7 @@ def test_r03_messages_follow_accept_language(api, shop):
     zh = eligibility(api, shop_id, merchant | ZH)
     default = eligibility(api, shop_id, merchant)
     assert default == zh
-    for c_en, c_zh in zip(en["checks"], zh["checks"]):
+    for c_en, c_zh in zip(en["checks"], zh["checks"], strict=False):
         assert c_en["code"] == c_zh["code"]
         assert not _has_cjk(c_en["message"]) and _has_cjk(c_zh["message"])
     failed_en = next(c for c in en["checks"] if c["code"] == "ACCOUNT_NOT_NORMAL")
@@ -228,8 +237,9 @@ def test_r03_messages_follow_accept_language(api, shop):
     assert "normal" in failed_en["message"] and not _has_cjk(failed_en["fix"])
     assert _has_cjk(failed_zh["fix"])
 
-    r = api.client.post(f"/api/v1/shops/{shop_id}/upgrade-applications", json={"agree_terms": True},
-                        headers=api.admin | EN)
+    r = api.client.post(
+        f"/api/v1/shops/{shop_id}/upgrade-applications", json={"agree_terms": True}, headers=api.admin | EN
+    )
     assert r.status_code == 409
     assert r.headers["content-type"].startswith("application/problem+json")
     assert not _has_cjk(r.json()["title"]) and not _has_cjk(r.json()["reasons"][0]["message"])
@@ -343,13 +353,21 @@ def test_r40_named_operator_is_masked_and_becomes_the_operator(api, shop):
     subject_id, shop_id, _, holder = shop
     operator = factories.person(name="李四娃")
     app = submitted(api, shop_id, api.merchant(subject_id), operator=operator)
-    expected = {"name": "李**", "id_number": operator["id_number"][:3] + "*" * 11 + operator["id_number"][-4:],
-                "phone": operator["phone"][:3] + "****" + operator["phone"][-4:]}
+    expected = {
+        "name": "李**",
+        "id_number": operator["id_number"][:3] + "*" * 11 + operator["id_number"][-4:],
+        "phone": operator["phone"][:3] + "****" + operator["phone"][-4:],
+    }
     assert app["operator"] == expected
     assert api.accept(app["application_id"]).status_code == 200
     assert api.official_account(shop_id)["operator"] == expected
-    seen = (str(applications(api, shop_id)) + str(api.events(shop_id=shop_id)) + str(api.audit(app["application_id"]))
-            + str(admin_view(api, app["application_id"])) + str(api.official_account(shop_id)))
+    seen = (
+        str(applications(api, shop_id))
+        + str(api.events(shop_id=shop_id))
+        + str(api.audit(app["application_id"]))
+        + str(admin_view(api, app["application_id"]))
+        + str(api.official_account(shop_id))
+    )
     for secret in (operator["id_number"], operator["phone"], operator["name"], holder["id_number"], holder["phone"]):
         assert secret not in seen
 
@@ -504,7 +522,9 @@ def test_r16_staff_review_queue_for_big_accounts_then_approve(api, shop):
     assert r.json()["status"] == "succeeded"
     # R-17 the review step is done when staff decided, not when it entered the queue
     assert [(s["state"], dt.datetime.fromisoformat(s["at"])) for s in r.json()["steps"][2:]] == [
-        ("done", T0 + dt.timedelta(hours=5)), ("done", T0 + dt.timedelta(hours=5))]
+        ("done", T0 + dt.timedelta(hours=5)),
+        ("done", T0 + dt.timedelta(hours=5)),
+    ]
     assert review_queue(api) == []
     assert api.official_account(big_shop)["upgrade_status"] == "upgraded"
     trail = api.audit(big["application_id"])
@@ -530,7 +550,8 @@ def test_r16_staff_reject_with_reason(api, shop):
     assert done["reasons"] == [{"code": "STAFF_REJECTED", "message": "账号主体信息与店铺不一致", "fix": None}]
     # R-20 the audit trail records why
     assert api.audit(app["application_id"])[-1]["detail"]["reasons"] == [
-        {"code": "STAFF_REJECTED", "text": "账号主体信息与店铺不一致"}]
+        {"code": "STAFF_REJECTED", "text": "账号主体信息与店铺不一致"}
+    ]
     assert review_queue(api) == []
     assert quotas(api, subject_id)["main"] == (1, 0)
     assert approve(api, app["application_id"]).status_code == 409
@@ -582,7 +603,9 @@ def test_r20_withdraw_while_submitted(api, shop):
     assert api.official_account(shop_id)["active_application_id"] is None
     assert api.events(shop_id=shop_id)[-1]["type"] == "upgrade.withdrawn"
     assert (api.audit(app["application_id"])[-1]["from"], api.audit(app["application_id"])[-1]["to"]) == (
-        "submitted", "withdrawn")
+        "submitted",
+        "withdrawn",
+    )
     assert api.accept(app["application_id"]).status_code == 409
 
 
@@ -791,7 +814,9 @@ def test_r15_consents_recorded_with_agreement_version(api, shop):
     api.accept(app["application_id"])
     view = admin_view(api, app["application_id"])
     assert [(c["party"], c["decision"], c["agreement_version"]) for c in view["consents"]] == [
-        ("merchant", "agreed", "2025-09-30"), ("holder", "accepted", "2025-09-30")]
+        ("merchant", "agreed", "2025-09-30"),
+        ("holder", "accepted", "2025-09-30"),
+    ]
     assert dt.datetime.fromisoformat(view["consents"][0]["at"]) == T0
     assert dt.datetime.fromisoformat(view["consents"][1]["at"]) == T0 + dt.timedelta(hours=2)
     assert view["consents"][0]["actor"] != view["consents"][1]["actor"]
@@ -830,14 +855,22 @@ def test_r20_r61_every_transition_is_audited_and_emits_an_event(api, shop):
     transitions = [(a["from"], a["to"]) for a in trail if a["from"] != a["to"]]
     assert transitions == [(None, "submitted"), ("submitted", "reviewing"), ("reviewing", "rejected")]
     moves = [a for a in trail if a["from"] != a["to"]]
-    assert [dt.datetime.fromisoformat(a["at"]) for a in moves] == [T0, T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)]
+    assert [dt.datetime.fromisoformat(a["at"]) for a in moves] == [
+        T0,
+        T0 + dt.timedelta(hours=1),
+        T0 + dt.timedelta(hours=2),
+    ]
     assert moves[0]["actor"] != "holder" and moves[1]["actor"] == "holder"
     assert moves[2]["actor"] not in ("holder", "system", moves[0]["actor"])
     assert all(a["target_id"] == app["application_id"] for a in trail)
 
     events = api.events(shop_id=big_shop)
     assert [e["type"] for e in events] == [
-        "upgrade.submitted", "upgrade.confirmation_requested", "upgrade.reviewing", "upgrade.rejected"]
+        "upgrade.submitted",
+        "upgrade.confirmation_requested",
+        "upgrade.reviewing",
+        "upgrade.rejected",
+    ]
     assert all(e["data"]["application_id"] == app["application_id"] for e in events)
     assert events[-1]["data"]["reasons"] == ["STAFF_REJECTED"]
     assert len({e["event_id"] for e in events}) == 4
@@ -925,7 +958,9 @@ def policy_api(database, tmp_path, monkeypatch, admin_headers):
 @pytest.fixture
 def deadline_api(policy_api):
     """An Api whose policy sets upgrade_deadline = 2026-06-30T00:00:00+08:00 (R-14)."""
-    return policy_api(**{"# upgrade_deadline = 2027-06-30T00:00:00+08:00": "upgrade_deadline = 2026-06-30T00:00:00+08:00"})
+    return policy_api(
+        **{"# upgrade_deadline = 2027-06-30T00:00:00+08:00": "upgrade_deadline = 2026-06-30T00:00:00+08:00"}
+    )
 
 
 def test_r14_upgrade_deadline_ends_selling_for_accounts_not_upgraded(deadline_api):
@@ -993,8 +1028,9 @@ def test_r19_concurrent_submits_for_one_shop_make_one_application(live_server, l
     """R-19 eight submits at once for one shop: exactly one 201, the rest APPLICATION_IN_PROGRESS, one slot used."""
     api = live_api
     subject_id, shop_id, _ = api.ready_shop()
-    responses = _race(live_server, [(f"/api/v1/shops/{shop_id}/upgrade-applications", {"agree_terms": True})] * 8,
-                      admin_headers)
+    responses = _race(
+        live_server, [(f"/api/v1/shops/{shop_id}/upgrade-applications", {"agree_terms": True})] * 8, admin_headers
+    )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 7, [r.text for r in responses]
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"APPLICATION_IN_PROGRESS"}
     assert len(applications(api, shop_id)) == 1
@@ -1006,8 +1042,9 @@ def test_r33_concurrent_submits_never_reserve_beyond_the_quota(live_server, live
     api = live_api
     subject_id = api.subject(subject_type="individual_business")
     shops = [api.ready_shop(subject_id)[1] for _ in range(8)]
-    responses = _race(live_server, [(f"/api/v1/shops/{s}/upgrade-applications", {"agree_terms": True}) for s in shops],
-                      admin_headers)
+    responses = _race(
+        live_server, [(f"/api/v1/shops/{s}/upgrade-applications", {"agree_terms": True}) for s in shops], admin_headers
+    )
     created = [r.json() for r in responses if r.status_code == 201]
     assert sorted(a["account_type"] for a in created) == ["dedicated", "main", "vertical"], [r.text for r in responses]
     assert {r.json()["code"] for r in responses if r.status_code != 201} == {"QUOTA_EXHAUSTED"}
@@ -1035,9 +1072,11 @@ def test_r20_accept_and_withdraw_at_once_one_wins_cleanly(live_server, live_api,
         subject_id, shop_id, _ = api.ready_shop()
         app_id = submitted(api, shop_id)["application_id"]
         token = api.token(app_id)
-        accept_r, withdraw_r = _race(live_server, [(f"/api/v1/confirmations/{token}/accept", {}),
-                                                   (f"/api/v1/upgrade-applications/{app_id}/withdraw", {})],
-                                     admin_headers)
+        accept_r, withdraw_r = _race(
+            live_server,
+            [(f"/api/v1/confirmations/{token}/accept", {}), (f"/api/v1/upgrade-applications/{app_id}/withdraw", {})],
+            admin_headers,
+        )
         assert sorted([accept_r.status_code, withdraw_r.status_code]) == [200, 409], (accept_r.text, withdraw_r.text)
         status = api.application(app_id)["status"]
         assert status == ("succeeded" if accept_r.status_code == 200 else "withdrawn")

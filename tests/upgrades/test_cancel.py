@@ -101,11 +101,14 @@ def test_cancel_within_the_window_restores_the_account_as_before(api):
     cancelled = [e for e in api.events() if e["type"] == "upgrade.cancelled"]
     assert [(e["shop_id"], e["data"]["application_id"]) for e in cancelled] == [(shop_id, app_id)]
     assert [(a["action"], a["from"], a["to"]) for a in api.audit(app_id)] == [
-        ("upgrade.succeeded", None, "succeeded"), ("upgrade.cancelled", "succeeded", "cancelled")]
+        ("upgrade.succeeded", None, "succeeded"),
+        ("upgrade.cancelled", "succeeded", "cancelled"),
+    ]
     on_account = [(a["action"], a["from"], a["to"]) for a in api.audit(account_id)]
     assert ("official_account.cancelled", "upgraded", "not_upgraded") in on_account
     assert on_account.index(("official_account.cancelled", "upgraded", "not_upgraded")) > next(
-        i for i, a in enumerate(on_account) if a[0] == "login_phone.changed")
+        i for i, a in enumerate(on_account) if a[0] == "login_phone.changed"
+    )
 
 
 def test_cancel_after_the_window_is_refused_and_changes_nothing(api):
@@ -122,7 +125,8 @@ def test_cancel_after_the_window_is_refused_and_changes_nothing(api):
         view = api.official_account(shop_id)
         assert view["upgrade_status"] == "upgraded" and view["can_cancel"] is False
         assert {k: view[k] for k in ("origin", "account_type", "operator", "upgraded_at")} == {
-            k: before[k] for k in ("origin", "account_type", "operator", "upgraded_at")}
+            k: before[k] for k in ("origin", "account_type", "operator", "upgraded_at")
+        }
     assert quotas(api, subject_id)["main"] == 1
     assert not [e for e in api.events() if e["type"] == "upgrade.cancelled"]
 
@@ -198,7 +202,9 @@ def test_a_pending_phone_rebind_dies_with_the_cancel(api):
     r = api.client.post(base, json={"new_phone": PHONE_AFTER}, headers=merchant)
     assert r.status_code == 201, r.text
     rebind_id = r.json()["rebind_id"]
-    code = api.client.get("/api/v1/sandbox/sms", params={"phone": PHONE_AFTER}, headers=api.admin).json()["items"][0]["code"]
+    code = api.client.get("/api/v1/sandbox/sms", params={"phone": PHONE_AFTER}, headers=api.admin).json()["items"][0][
+        "code"
+    ]
     assert cancel(api, shop_id, merchant).status_code == 200
 
     r = api.client.post(f"{base}/{rebind_id}/verify", json={"code": code}, headers=merchant)
@@ -219,7 +225,12 @@ def test_posts_already_made_today_leave_zero_remaining_after_a_cancel(api, posts
         r = post(api, account_id)
         assert r.status_code == 201, r.text
     assert posting_quota(api, account_id) | {"day": None} == {
-        "account_id": account_id, "limit": 100, "used": posts, "remaining": 100 - posts, "day": None}
+        "account_id": account_id,
+        "limit": 100,
+        "used": posts,
+        "remaining": 100 - posts,
+        "day": None,
+    }
 
     assert cancel(api, shop_id, merchant).status_code == 200
 

@@ -35,4 +35,8 @@ def test_manual_upgrade_succeeds_after_holder_accepts(api):
     types = [e["type"] for e in api.events(shop_id=shop_id)]
     assert types == ["upgrade.submitted", "upgrade.confirmation_requested", "upgrade.reviewing", "upgrade.succeeded"]
     trail = api.audit(app["application_id"])
-    assert [(a["from"], a["to"]) for a in trail] == [(None, "submitted"), ("submitted", "reviewing"), ("reviewing", "succeeded")]
+    assert [(a["from"], a["to"]) for a in trail] == [
+        (None, "submitted"),
+        ("submitted", "reviewing"),
+        ("reviewing", "succeeded"),
+    ]

@@ -21,8 +21,11 @@ def change_operator(api: Api, shop_id: str, new: dict, headers: dict) -> dict:
     r = api.client.get(f"{API}/sandbox/sms", params={"phone": new["phone"]}, headers=api.admin)
     assert r.status_code == 200, r.text
     code = r.json()["items"][0]["code"]
-    r = api.client.post(f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
-                        json={"code": code}, headers=headers)
+    r = api.client.post(
+        f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
+        json={"code": code},
+        headers=headers,
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -92,7 +95,12 @@ def test_r60_history_lines_match_the_audit_trail(api):
         row = trail[line["audit_seq"]]
         assert row["row_hash"] == line["row_hash"]
         assert (row["action"], row["target_id"], row["from"], row["to"], row["actor"]) == (
-            line["action"], line["target_id"], line["from"], line["to"], line["actor"])
+            line["action"],
+            line["target_id"],
+            line["from"],
+            line["to"],
+            line["actor"],
+        )
     # every audit row about the account or its application is in the record
     about = [seq for seq, row in trail.items() if row["target_id"] in (account_id, app_id)]
     assert sorted(about) == [line["audit_seq"] for line in record["history"]]
@@ -145,7 +153,6 @@ def test_r50_record_holds_personal_data_masked_only(api):
         assert p["phone"] not in text
         assert p["name"] not in text
     assert "李**" in text and "周**" in text
-
 
 
 def test_r60_history_lines_name_their_chain_and_the_record_anchors_the_subject_chain(api):

@@ -13,15 +13,27 @@ from guanhao.upgrades import rules
 POLICY = load_policy()
 TODAY = dt.date(2026, 3, 10)
 ALL_CODES = [
-    "SHOP_TYPE_NOT_ELIGIBLE", "SHOP_NOT_ACTIVE", "LICENSE_EXPIRED", "ACCOUNT_NOT_BOUND", "ACCOUNT_NOT_VERIFIED",
-    "ACCOUNT_NOT_NORMAL", "ACCOUNT_HAS_VIOLATIONS", "ALREADY_UPGRADED", "APPLICATION_IN_PROGRESS",
-    "QUOTA_EXHAUSTED", "OPERATOR_LIMIT_REACHED",
+    "SHOP_TYPE_NOT_ELIGIBLE",
+    "SHOP_NOT_ACTIVE",
+    "LICENSE_EXPIRED",
+    "ACCOUNT_NOT_BOUND",
+    "ACCOUNT_NOT_VERIFIED",
+    "ACCOUNT_NOT_NORMAL",
+    "ACCOUNT_HAS_VIOLATIONS",
+    "ALREADY_UPGRADED",
+    "APPLICATION_IN_PROGRESS",
+    "QUOTA_EXHAUSTED",
+    "OPERATOR_LIMIT_REACHED",
 ]
 TYPES = ("main", "vertical", "dedicated")
 
 
 def quota(totals=(1, 2, 3), used=(0, 0, 0), *, cross_border=False) -> rules.QuotaFacts:
-    return rules.QuotaFacts(totals=dict(zip(TYPES, totals)), used=dict(zip(TYPES, used)), cross_border=cross_border)
+    return rules.QuotaFacts(
+        totals=dict(zip(TYPES, totals, strict=False)),
+        used=dict(zip(TYPES, used, strict=False)),
+        cross_border=cross_border,
+    )
 
 
 def facts(**changes) -> rules.Facts:
@@ -73,7 +85,9 @@ def test_r03_a_shop_meeting_every_threshold_passes_every_check_and_gets_main():
     assert resolved == "main"
 
 
-@pytest.mark.parametrize("shop_type", ["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual"])
+@pytest.mark.parametrize(
+    "shop_type", ["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual"]
+)
 def test_r01_eligible_shop_types_pass(shop_type):
     """R-01 every listed shop type may upgrade."""
     assert failed_codes(shop_type=shop_type) == []
@@ -93,7 +107,7 @@ def test_r01_policy_cannot_make_personal_shops_eligible(tmp_path):
     )
     path = tmp_path / "policy.toml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(PolicyError, match="eligibility.shop_types"):
+    with pytest.raises(PolicyError, match=r"eligibility\.shop_types"):
         load_policy(path)
 
 
@@ -124,13 +138,22 @@ def test_r03_licence_without_validity_never_expires():
 
 def test_r03_account_must_be_bound_and_dependent_checks_are_not_claimed_passed():
     """R-03, R-04 with no bound account the account checks are not evaluated, and none is shown as passed."""
-    checks, _ = rules.evaluate(POLICY, facts(account_bound=False, real_name_verified=None, account_status=None,
-                                             violations_90d=None, operator_used=None))
+    checks, _ = rules.evaluate(
+        POLICY,
+        facts(
+            account_bound=False, real_name_verified=None, account_status=None, violations_90d=None, operator_used=None
+        ),
+    )
     by_code = {c.code: c for c in checks}
     assert by_code["ACCOUNT_NOT_BOUND"].passed is False
     assert by_code["ACCOUNT_NOT_BOUND"].evaluated is True
-    for code in ("ACCOUNT_NOT_VERIFIED", "ACCOUNT_NOT_NORMAL", "ACCOUNT_HAS_VIOLATIONS", "ALREADY_UPGRADED",
-                 "OPERATOR_LIMIT_REACHED"):
+    for code in (
+        "ACCOUNT_NOT_VERIFIED",
+        "ACCOUNT_NOT_NORMAL",
+        "ACCOUNT_HAS_VIOLATIONS",
+        "ALREADY_UPGRADED",
+        "OPERATOR_LIMIT_REACHED",
+    ):
         assert by_code[code].passed is False and by_code[code].evaluated is False, code
     assert by_code["SHOP_TYPE_NOT_ELIGIBLE"].passed is True
     assert [c.code for c in rules.failed(checks)] == ["ACCOUNT_NOT_BOUND"]
@@ -191,9 +214,16 @@ def test_r03_r41_operator_capacity():
 def test_r04_every_failure_is_listed_not_just_the_first():
     """R-04 all checks listed with pass/fail, every failure at once."""
     result = outcome(
-        shop_type="personal", shop_status="closed", license_valid_until=TODAY - dt.timedelta(days=1),
-        real_name_verified=False, account_status="banned", violations_90d=7, already_upgraded=True,
-        other_in_progress=True, quota=quota((1, 0, 0), (1, 0, 0)), operator_used=5,
+        shop_type="personal",
+        shop_status="closed",
+        license_valid_until=TODAY - dt.timedelta(days=1),
+        real_name_verified=False,
+        account_status="banned",
+        violations_90d=7,
+        already_upgraded=True,
+        other_in_progress=True,
+        quota=quota((1, 0, 0), (1, 0, 0)),
+        operator_used=5,
     )
     assert list(result) == ALL_CODES
     assert [code for code, ok in result.items() if not ok] == [c for c in ALL_CODES if c != "ACCOUNT_NOT_BOUND"]
@@ -230,8 +260,10 @@ def test_r04_every_check_has_zh_and_en_message_and_a_fix_when_failed(code):
 )
 def test_r30_r31_quota_table(subject_type, cross_border, expected):
     """R-30 the default table; R-31 any cross-border subject: 1/0/2 whatever its type."""
-    assert rules.quota_totals(POLICY, subject_type=subject_type, cross_border=cross_border,
-                              bound_followers=999_999) == expected
+    assert (
+        rules.quota_totals(POLICY, subject_type=subject_type, cross_border=cross_border, bound_followers=999_999)
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -244,12 +276,17 @@ def test_r30_r31_quota_table(subject_type, cross_border, expected):
 )
 def test_r30_follower_bonus_at_one_million(subject_type, cross_border, expected):
     """R-30 +1 vertical +1 dedicated at ≥ 1,000,000 followers; R-31 cross-border gets no vertical bonus."""
-    assert rules.quota_totals(POLICY, subject_type=subject_type, cross_border=cross_border,
-                              bound_followers=1_000_000) == expected
+    assert (
+        rules.quota_totals(POLICY, subject_type=subject_type, cross_border=cross_border, bound_followers=1_000_000)
+        == expected
+    )
 
 
-@given(st.sampled_from(["enterprise", "individual_business", "personal"]), st.booleans(),
-       st.integers(min_value=0, max_value=10**9))
+@given(
+    st.sampled_from(["enterprise", "individual_business", "personal"]),
+    st.booleans(),
+    st.integers(min_value=0, max_value=10**9),
+)
 def test_r30_r31_main_is_always_one_and_cross_border_never_has_vertical(subject_type, cross_border, followers):
     """R-30 exactly one main slot; R-31 cross-border: no vertical slot at any follower count."""
     totals = rules.quota_totals(POLICY, subject_type=subject_type, cross_border=cross_border, bound_followers=followers)
@@ -264,8 +301,13 @@ def test_r30_r31_main_is_always_one_and_cross_border_never_has_vertical(subject_
 
 @pytest.mark.parametrize(
     ("used", "expected"),
-    [((0, 0, 0), "main"), ((1, 0, 0), "vertical"), ((1, 1, 0), "vertical"), ((1, 2, 0), "dedicated"),
-     ((1, 2, 2), "dedicated")],
+    [
+        ((0, 0, 0), "main"),
+        ((1, 0, 0), "vertical"),
+        ((1, 1, 0), "vertical"),
+        ((1, 2, 0), "dedicated"),
+        ((1, 2, 2), "dedicated"),
+    ],
 )
 def test_r32_no_choice_falls_back_main_vertical_dedicated(used, expected):
     """R-32 按序后补: main, then vertical, then dedicated."""
@@ -297,7 +339,10 @@ def test_r32_an_explicit_full_type_is_refused_not_fallen_back(chosen):
 
 def test_r32_explicit_vertical_on_cross_border_is_vertical_not_available():
     """R-31, R-32 a cross-border subject choosing vertical → VERTICAL_NOT_AVAILABLE."""
-    assert rules.resolve_type(quota((1, 0, 2), (0, 0, 0), cross_border=True), "vertical") == (None, "VERTICAL_NOT_AVAILABLE")
+    assert rules.resolve_type(quota((1, 0, 2), (0, 0, 0), cross_border=True), "vertical") == (
+        None,
+        "VERTICAL_NOT_AVAILABLE",
+    )
 
 
 def test_r32_explicit_vertical_with_zero_domestic_quota_is_a_full_type():
@@ -310,20 +355,26 @@ def test_r32_explicit_choice_shows_as_type_check_in_evaluate():
     checks, resolved = rules.evaluate(POLICY, facts(quota=quota((1, 2, 3), (1, 0, 0)), explicit_type="main"))
     assert resolved is None
     assert [c.code for c in rules.failed(checks)] == ["TYPE_QUOTA_EXHAUSTED"]
-    checks, resolved = rules.evaluate(POLICY, facts(quota=quota((1, 0, 2), cross_border=True), explicit_type="vertical"))
+    checks, resolved = rules.evaluate(
+        POLICY, facts(quota=quota((1, 0, 2), cross_border=True), explicit_type="vertical")
+    )
     assert [c.code for c in rules.failed(checks)] == ["VERTICAL_NOT_AVAILABLE"]
 
 
 slots = st.tuples(st.integers(0, 1), st.integers(0, 4), st.integers(0, 4))
 
 
-@given(totals=slots, used_frac=st.tuples(st.floats(0, 1.5), st.floats(0, 1.5), st.floats(0, 1.5)),
-       explicit=st.sampled_from([None, *TYPES]), cross_border=st.booleans())
+@given(
+    totals=slots,
+    used_frac=st.tuples(st.floats(0, 1.5), st.floats(0, 1.5), st.floats(0, 1.5)),
+    explicit=st.sampled_from([None, *TYPES]),
+    cross_border=st.booleans(),
+)
 def test_r32_resolve_type_never_returns_a_full_type(totals, used_frac, explicit, cross_border):
     """R-32, R-33 whatever the counts, a resolved type has a free slot; an explicit choice is never swapped."""
     if cross_border:
         totals = (totals[0], 0, totals[2])
-    used = tuple(min(int(t * f + 0.5), t + 1) for t, f in zip(totals, used_frac))
+    used = tuple(min(int(t * f + 0.5), t + 1) for t, f in zip(totals, used_frac, strict=False))
     q = quota(totals, used, cross_border=cross_border)
     resolved, failure = rules.resolve_type(q, explicit)
     assert (resolved is None) != (failure is None)

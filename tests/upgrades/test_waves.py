@@ -285,12 +285,19 @@ def test_the_wave_api_reports_counters_and_refuses_bad_input(api, client, admin_
     wave_id = r.json()["wave_id"]
 
     deadline = time.monotonic() + 30
-    while (body := client.get(f"/api/v1/admin/auto-upgrade-waves/{wave_id}", headers=admin_headers).json())["status"] == "running":
+    while (body := client.get(f"/api/v1/admin/auto-upgrade-waves/{wave_id}", headers=admin_headers).json())[
+        "status"
+    ] == "running":
         assert time.monotonic() < deadline, body
         time.sleep(0.02)
     assert body["status"] == "done"
     assert {k: body[k] for k in ("wave_id", "scanned", "upgraded", "skipped", "limit")} == {
-        "wave_id": wave_id, "scanned": 1, "upgraded": 1, "skipped": 0, "limit": 5}
+        "wave_id": wave_id,
+        "scanned": 1,
+        "upgraded": 1,
+        "skipped": 0,
+        "limit": 5,
+    }
 
     merchant = api.merchant(subject_id)
     assert client.post("/api/v1/admin/auto-upgrade-waves", json={"limit": 5}, headers=merchant).status_code == 403
@@ -380,7 +387,11 @@ def test_cli_wave_in_small_chunks_allocates_quota_across_chunks_and_show_reports
     shown = cli_run("waves", "show", wave_id)
     assert shown.exit_code == 0, shown.output
     assert "done" in shown.output and "limit 50" in shown.output
-    assert (figure(shown.output, "scanned"), figure(shown.output, "upgraded"), figure(shown.output, "skipped")) == (8, 7, 1)
+    assert (figure(shown.output, "scanned"), figure(shown.output, "upgraded"), figure(shown.output, "skipped")) == (
+        8,
+        7,
+        1,
+    )
     assert figure(shown.output, "QUOTA_EXHAUSTED") == 1
 
     missing = cli_run("waves", "show", "wave_nope")

@@ -69,8 +69,15 @@ class Receiver:
                 status = receiver.status
                 with receiver.lock:
                     receiver.in_flight[lane] -= 1
-                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                              "body": body, "status": status, "lane": lane})
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                            "status": status,
+                            "lane": lane,
+                        }
+                    )
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -140,7 +147,9 @@ def register(api: Api, url: str, event_types: list[str] | None = None) -> tuple[
 
 
 def deliveries(api: Api, status: str | None = None) -> list[dict]:
-    r = api.client.get(f"{API}/admin/webhook-deliveries", params={"status": status} if status else {}, headers=api.admin)
+    r = api.client.get(
+        f"{API}/admin/webhook-deliveries", params={"status": status} if status else {}, headers=api.admin
+    )
     assert r.status_code == 200, r.text
     return r.json()["items"]
 
@@ -185,9 +194,14 @@ def several_upgrades(api: Api) -> list[str]:
     new = person()
     r = api.client.post(f"{API}/shops/{shops[0]}/official-account/operator-changes", json=new, headers=api.admin)
     assert r.status_code == 201, r.text
-    code = api.client.get(f"{API}/sandbox/sms", params={"phone": new["phone"]}, headers=api.admin).json()["items"][0]["code"]
-    r = api.client.post(f"{API}/shops/{shops[0]}/official-account/operator-changes/{r.json()['change_id']}/verify",
-                        json={"code": code}, headers=api.admin)
+    code = api.client.get(f"{API}/sandbox/sms", params={"phone": new["phone"]}, headers=api.admin).json()["items"][0][
+        "code"
+    ]
+    r = api.client.post(
+        f"{API}/shops/{shops[0]}/official-account/operator-changes/{r.json()['change_id']}/verify",
+        json={"code": code},
+        headers=api.admin,
+    )
     assert r.status_code == 200, r.text
     return shops
 
@@ -268,7 +282,8 @@ def test_r61_receiver_down_then_up_loses_nothing_and_every_signature_verifies(ho
     # the filtered endpoint got exactly the succeeded events, signed with its own secret
     only = receiver.received("/succeeded", ok_only=True)
     assert sorted(r["headers"]["webhook-id"] for r in only) == sorted(
-        e["event_id"] for e in events if e["type"] == "upgrade.succeeded")
+        e["event_id"] for e in events if e["type"] == "upgrade.succeeded"
+    )
     assert all(service.verify(secret_b, r["headers"], r["body"], now=now) for r in receiver.received("/succeeded"))
 
 
@@ -297,7 +312,10 @@ def test_r61_secret_is_shown_once_and_endpoints_list_and_delete(hooks, receiver)
     subject_id = api.subject()
     merchant = api.merchant(subject_id)
     assert api.client.get(f"{API}/admin/webhook-endpoints", headers=merchant).status_code == 403
-    assert api.client.post(f"{API}/admin/webhook-endpoints", json={"url": receiver.url()}, headers=merchant).status_code == 403
+    assert (
+        api.client.post(f"{API}/admin/webhook-endpoints", json={"url": receiver.url()}, headers=merchant).status_code
+        == 403
+    )
     r = api.client.post(f"{API}/admin/webhook-endpoints", json={"url": "not a url"}, headers=api.admin)
     assert r.status_code == 422
 
@@ -332,7 +350,7 @@ def test_r61_a_deleted_endpoint_gets_nothing_new(hooks, receiver):
     rounds(policy, lambda: len(receiver.received("/kept", ok_only=True)) == len(api.events()))
     rounds(policy, lambda: True)
     assert receiver.received("/gone") == []
-    assert not [d for d in deliveries(api, "pending")]
+    assert not list(deliveries(api, "pending"))
     assert all(d["endpoint_id"] == kept for d in deliveries(api, "delivered"))
     # what was queued for it is dead-lettered, visibly, and cannot be sent again
     dropped = deliveries(api, "dead")
@@ -410,7 +428,7 @@ def test_r61_two_workers_never_send_a_shops_events_at_once_or_out_of_order(hooks
             with httpx.Client() as client:
                 while not stop.is_set():
                     worker.run_once(policy, client)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(2)]
@@ -454,7 +472,7 @@ def test_r61_a_batch_outlasting_its_lease_is_not_sent_twice(hooks, receiver):
             with httpx.Client() as client:
                 while not stop.is_set():
                     worker.run_once(policy, client)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(2)]
@@ -505,7 +523,9 @@ def test_r61_retries_go_on_while_the_sandbox_clock_stands_still(hooks, receiver)
     rounds(policy, lambda: any(d["attempts"] >= 3 for d in deliveries(api)), timeout=10)
     receiver.start()
     rounds(policy, nothing_pending(api), timeout=15)
-    assert {r["headers"]["webhook-id"] for r in receiver.received(ok_only=True)} == {e["event_id"] for e in api.events()}
+    assert {r["headers"]["webhook-id"] for r in receiver.received(ok_only=True)} == {
+        e["event_id"] for e in api.events()
+    }
 
 
 def test_r61_redeliver_works_while_the_sandbox_clock_is_ahead(hooks, receiver):
@@ -551,10 +571,16 @@ def test_r61_verify_refuses_malformed_headers():
     secret = service.new_secret()
     body = b'{"type":"x"}'
     now = int(time.time())
-    good = {"webhook-id": "evt_1", "webhook-timestamp": str(now), "webhook-signature": service.sign(secret, "evt_1", now, body)}
+    good = {
+        "webhook-id": "evt_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": service.sign(secret, "evt_1", now, body),
+    }
     assert service.verify(secret, good, body, now=now)
     assert service.verify(secret, good | {"webhook-signature": "v1,AAAA " + good["webhook-signature"]}, body, now=now)
-    assert not service.verify(secret, good | {"webhook-signature": "v1a," + good["webhook-signature"][3:]}, body, now=now)
+    assert not service.verify(
+        secret, good | {"webhook-signature": "v1a," + good["webhook-signature"][3:]}, body, now=now
+    )
     assert not service.verify(secret, {k: v for k, v in good.items() if k != "webhook-signature"}, body, now=now)
     assert not service.verify(secret, {k: v for k, v in good.items() if k != "webhook-id"}, body, now=now)
     assert not service.verify(secret, good | {"webhook-timestamp": "soon"}, body, now=now)
@@ -612,10 +638,18 @@ def test_r61_guanhao_serve_deliver_webhooks(database, tmp_path, monkeypatch, adm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     receiver.start()
-    command = [str(Path(sys.executable).with_name("guanhao")), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--deliver-webhooks"]
-    proc = subprocess.Popen(command, env=os.environ | {"NO_PROXY": "127.0.0.1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    command = [
+        str(Path(sys.executable).with_name("guanhao")),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--deliver-webhooks",
+    ]
+    proc = subprocess.Popen(
+        command, env=os.environ | {"NO_PROXY": "127.0.0.1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
             deadline = time.monotonic() + 20

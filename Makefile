@@ -10,7 +10,7 @@ JOBS   ?= 2
 
 export GUANHAO_SANDBOX ?= 1
 
-.PHONY: run test test-sqlite test-postgres venv clean
+.PHONY: run test test-sqlite test-postgres lint messages venv clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,17 @@ run: $(STAMP)
 	$(BIN)/guanhao db upgrade
 	$(BIN)/guanhao demo-data
 	$(BIN)/guanhao serve --host $(HOST) --port $(PORT)
+
+## make lint: ruff (lint and format) and mypy, zero findings
+lint: $(STAMP)
+	$(BIN)/ruff check guanhao tests bench
+	$(BIN)/ruff format --check guanhao tests bench
+	$(BIN)/mypy
+
+## make messages: extract every catalog sentence from the code and templates into each language's .po
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o var/messages.pot . >/dev/null
+	$(BIN)/pybabel update -i var/messages.pot -d guanhao/locale -D messages --no-location --no-fuzzy-matching --ignore-obsolete -w 120
 
 ## make test: the whole suite on SQLite, then on PostgreSQL when GUANHAO_TEST_POSTGRES_URL is set
 test: $(STAMP)

@@ -1,97 +1,19 @@
 """The ASGI application: routers, problem+json errors, idempotency, logs and metrics."""
 
-import json
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from guanhao import __version__, errors
-from guanhao.http import allowed_methods, language
+from guanhao import __version__, problems
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.settings import get_settings
 
 API = "/api/v1"
 log = structlog.get_logger("guanhao.app")
-
-
-class ProblemResponse(JSONResponse):
-    media_type = "application/problem+json"
-
-    def render(self, content) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _problem_for(exc: errors.DomainError, lang: str) -> ProblemResponse:
-    from guanhao.upgrades.schemas import render_reasons
-
-    reasons = render_reasons(exc.reasons, lang) if exc.reasons else None
-    body = errors.problem(exc.code, exc.status, lang, exc.detail, reasons=reasons, **exc.extra)
-    return ProblemResponse(body, status_code=exc.status)
-
-
-def _lang(request: Request) -> str:
-    return language(request.headers.get("accept-language"))
-
-
-async def _domain_error(request: Request, exc: errors.DomainError):
-    return _problem_for(exc, _lang(request))
-
-
-async def _validation_error(request: Request, exc: RequestValidationError):
-    errs = list(exc.errors())
-    lang = _lang(request)
-    if any(e.get("type") in ("json_invalid", "json_type") for e in errs) or _body_not_object(errs):
-        return _problem_for(_malformed(), lang)
-    code = errors.validation_code(errs)
-    fields = errors.field_errors(errs)
-    detail = "; ".join(f"{f['field'] or '(body)'}: {f['message']}" for f in fields)
-    return _problem_for(errors.BY_CODE[code](detail, errors=fields), lang)
-
-
-def _malformed() -> errors.DomainError:
-    return errors.MalformedBody("the request body must be a JSON object")
-
-
-def _body_not_object(errs: list[dict]) -> bool:
-    # A JSON value that is not an object where an object is expected ("[]", "3"), or no body at all where
-    # one is required: malformed, not a field error.
-    return any(
-        e.get("type") in ("model_attributes_type", "missing") and tuple(e.get("loc", ())) == ("body",) for e in errs
-    )
-
-
-async def _http_error(request: Request, exc: StarletteHTTPException):
-    lang = _lang(request)
-    if exc.status_code == 404:
-        return _problem_for(errors.NotFound("no such resource"), lang)
-    if exc.status_code == 405:
-        body = errors.problem("METHOD_NOT_ALLOWED", 405, lang, "method not allowed on this path")
-        # RFC 9110: a 405 lists every method the path allows (Starlette names only the first route's).
-        return ProblemResponse(
-            body, status_code=405, headers={"Allow": ", ".join(sorted(allowed_methods(request.app, request.url.path)))}
-        )
-    body = errors.problem("HTTP_ERROR", exc.status_code, lang, str(exc.detail))
-    return ProblemResponse(body, status_code=exc.status_code)
-
-
-async def _unexpected(request: Request, exc: Exception):
-    log.error("unhandled", error_type=type(exc).__name__, route=getattr(request.scope.get("route"), "path", None))
-    return _problem_for(errors.DomainError("internal error; the change was rolled back"), _lang(request))
-
-
-async def _render_raw(scope, receive, send, exc: errors.DomainError):
-    """For middleware that refuses before routing."""
-    from starlette.requests import Request as StarletteRequest
-
-    response = _problem_for(exc, _lang(StarletteRequest(scope)))
-    await response(scope, receive, send)
 
 
 @asynccontextmanager
@@ -120,10 +42,7 @@ def create_app() -> FastAPI:
         docs_url=f"{API}/docs",
         redoc_url=None,
     )
-    app.add_exception_handler(errors.DomainError, _domain_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    problems.install(app)
 
     from guanhao import jobs
     from guanhao.audit import api as audit_api
@@ -162,7 +81,7 @@ def create_app() -> FastAPI:
 
     app.mount("/metrics", make_asgi_app())
     app.openapi = lambda: _openapi(app)
-    app.add_middleware(IdempotencyMiddleware, render_error=_render_raw)
+    app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw)
     app.add_middleware(AccessLogMiddleware)
     return app
 

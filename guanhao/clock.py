@@ -8,9 +8,9 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from guanhao.db import Base, UTCDateTime
+from guanhao.db import Base, Session, UTCDateTime
 
 
 class SandboxClock(Base):

@@ -1,14 +1,19 @@
 """Engine, sessions and the one unit of work per request, command or job."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, insert, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, insert, orm, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from guanhao import pii
+from guanhao.policy import get_policy
+from guanhao.settings import get_settings
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -71,15 +76,85 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40) -> Eng
 
 @lru_cache
 def get_engine() -> Engine:
-    from guanhao.settings import get_settings
-
     s = get_settings()
     return make_engine(s.resolved_database_url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
 
 
+Writer = Callable[["Session", list[dict]], None]
+
+
+class Session(orm.Session):
+    """Our unit of work. Besides the ORM's own changes it writes, at the real commit and in commit
+    order, the rows domains queued while it ran: the audit chain (R-60) and the outbox (R-61).
+
+    A domain registers its writer once (`@Session.writes_at_commit("audit")`) and queues rows with
+    `session.queue(name, rows)`. At commit the session flushes, takes the commit-order lock once and
+    hands each writer its rows, in registration order. A rolled-back savepoint drops only the rows
+    queued inside it; a rolled-back transaction drops all.
+    """
+
+    writers: ClassVar[dict[str, Writer]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.queued: dict[str, list[dict]] = {}
+        self._marks: dict[int, dict[str, int]] = {}
+
+    @classmethod
+    def writes_at_commit(cls, name: str) -> Callable[[Writer], Writer]:
+        def register(writer: Writer) -> Writer:
+            cls.writers[name] = writer
+            return writer
+
+        return register
+
+    def queue(self, name: str, rows: Iterable[dict]) -> None:
+        if name not in self.writers:
+            raise KeyError(f"no commit-time writer named {name!r}")
+        self.queued.setdefault(name, []).extend(rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_queued(session: Session) -> None:
+    # SQLAlchemy also calls before_commit when a savepoint is released: that is not the commit.
+    if session.in_nested_transaction() or not any(session.queued.values()):
+        return
+    queued, session.queued = session.queued, {}
+    # Everything else first: a flush that waits on another transaction's row must not hold the lock.
+    session.flush()
+    take_commit_order_lock(session)
+    for name, write in Session.writers.items():
+        if queued.get(name):
+            write(session, queued[name])
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: orm.SessionTransaction) -> None:
+    if transaction.nested:
+        session._marks[id(transaction)] = {name: len(rows) for name, rows in session.queued.items()}
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _unqueue(session: Session, previous: orm.SessionTransaction) -> None:
+    if previous.nested:
+        mark = session._marks.pop(id(previous), None)
+        if mark is not None:
+            for name, rows in session.queued.items():
+                del rows[mark.get(name, 0) :]
+    elif previous.parent is None:
+        session.queued.clear()
+        session._marks.clear()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_marks(session: Session, transaction: orm.SessionTransaction) -> None:
+    if transaction.parent is None and not transaction.nested:
+        session._marks.clear()
+
+
 @lru_cache
-def _factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=True)
+def _factory(engine: Engine) -> orm.sessionmaker[Session]:
+    return orm.sessionmaker(engine, class_=Session, expire_on_commit=False, autoflush=True)
 
 
 @contextmanager
@@ -96,69 +171,52 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
-def is_postgres(session_or_engine) -> bool:
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+def reset() -> None:
+    """Forgets what was read from the environment — settings, policy, keys — and the engine built
+    from it (tests, and a CLI that changes a setting before it starts)."""
+    get_settings.cache_clear()
+    get_policy.cache_clear()
+    pii.reset_vault()
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    get_engine.cache_clear()
+    _factory.cache_clear()
+
+
+def is_postgres(session_or_engine: "orm.Session | Engine") -> bool:
+    bind = session_or_engine.get_bind() if isinstance(session_or_engine, orm.Session) else session_or_engine
     return bind.dialect.name == "postgresql"
 
 
 COMMIT_ORDER_LOCK = 0x6775616E68616F  # "guanhao"
 
-# Rows some domains write only at commit (the audit chain, the outbox), queued per session. A
-# rolled-back savepoint drops what was queued inside it; a rolled-back transaction drops all.
-_QUEUES = "guanhao.queued"
-_MARKS = "guanhao.queue_marks"
 
-
-def queue(session: Session, name: str, rows) -> None:
-    session.info.setdefault(_QUEUES, {}).setdefault(name, []).extend(rows)
-
-
-def take_queued(session: Session, name: str) -> list[dict]:
-    """For a before_commit listener: the rows to write now. SQLAlchemy also calls before_commit
-    when a savepoint is released; that is not the commit, so nothing is taken then."""
-    if session.in_nested_transaction():
-        return []
-    return session.info.get(_QUEUES, {}).pop(name, [])
-
-
-@event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session: Session, transaction) -> None:
-    if transaction.nested:
-        queued = session.info.get(_QUEUES, {})
-        session.info.setdefault(_MARKS, {})[id(transaction)] = {name: len(rows) for name, rows in queued.items()}
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _unqueue(session: Session, previous_transaction) -> None:
-    queued = session.info.get(_QUEUES)
-    if previous_transaction.nested:
-        mark = session.info.get(_MARKS, {}).pop(id(previous_transaction), None)
-        if queued and mark is not None:
-            for name, rows in queued.items():
-                del rows[mark.get(name, 0) :]
-    elif previous_transaction.parent is None:
-        session.info.pop(_QUEUES, None)
-        session.info.pop(_MARKS, None)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_marks(session: Session, transaction) -> None:
-    if transaction.parent is None and not transaction.nested:
-        session.info.pop(_MARKS, None)
-
-
-def take_commit_order_lock(session: Session) -> None:
+def take_commit_order_lock(session: orm.Session) -> None:
     """Serialises the last step of writing transactions, so that rows written under it (outbox
     events, the audit chain) get sequence numbers in commit order. Held until commit; PostgreSQL
-    only — SQLite serialises writers already (BEGIN IMMEDIATE)."""
-    if session.get_bind().dialect.name == "postgresql":
+    only — SQLite serialises writers already."""
+    if is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": COMMIT_ORDER_LOCK})
+
+
+@contextmanager
+def refusing(session: orm.Session, error: Exception) -> Iterator[None]:
+    """Runs the block in a savepoint and flushes it; when a constraint the database holds refuses
+    the write (a unique index, a CHECK), raises `error` instead, and the transaction goes on as if
+    the block had not run (R-63). Make the changes inside the block: what was pending before is
+    flushed before the savepoint starts."""
+    try:
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError:
+        raise error from None
 
 
 COPY_MIN_ROWS = 20
 
 
-def bulk_insert(session: Session, table: Table, rows: list[dict]) -> None:
+def bulk_insert(session: orm.Session, table: Table, rows: list[dict]) -> None:
     """Inserts many rows that all have the same keys (a wave's chunk, its audit rows and events).
 
     On PostgreSQL, from COPY_MIN_ROWS rows on, one COPY in the session's transaction: several times

@@ -1,115 +1,196 @@
-"""One DomainError base; one subclass per rule. Rendered as RFC 9457 problem+json by app.py."""
+"""One DomainError base, one class per refusal: `code` (stable, in API.md), `status` and `title`.
 
+Raised by services and edges alike; rendered as RFC 9457 problem+json by the API and as a message
+by the consoles. Every sentence (title, detail, reasons) is a catalog `Message`, rendered in the
+reader's language on the way out.
+"""
+
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-# code → (zh-CN title, en title)
-TITLES: dict[str, tuple[str, str]] = {
-    "MALFORMED_BODY": ("请求体不是有效的 JSON", "The request body is not valid JSON"),
-    "UNAUTHENTICATED": ("未登录或令牌无效", "Missing or invalid credentials"),
-    "FORBIDDEN": ("无权执行此操作", "Not allowed"),
-    "NOT_FOUND": ("未找到", "Not found"),
-    "NOT_ELIGIBLE": ("不满足升级条件", "Not eligible for the upgrade"),
-    "TYPE_QUOTA_EXHAUSTED": ("所选账号类型额度已满", "No slot left for the chosen account type"),
-    "QUOTA_EXHAUSTED": ("账号类型额度已满", "No account-type slot left"),
-    "VERTICAL_NOT_AVAILABLE": ("跨境商家没有垂直号", "Vertical accounts are not available to this subject"),
-    "APPLICATION_IN_PROGRESS": ("已有升级申请在进行中", "An application is already in progress"),
-    "ALREADY_UPGRADED": ("账号已升级", "The account is already upgraded"),
-    "INVALID_TRANSITION": ("当前状态不允许此操作", "Not allowed in the current state"),
-    "CANCEL_WINDOW_CLOSED": ("已超过取消升级时效", "The cancel window has closed"),
-    "CANCEL_NOT_ALLOWED": ("该升级不支持取消", "This upgrade cannot be cancelled"),
-    "OPERATOR_LIMIT_REACHED": (
-        "运营人可运营的官方账号数已达上限",
-        "The operator already runs the most official accounts allowed",
-    ),
-    "NOT_UPGRADED": ("账号尚未升级", "The account is not upgraded"),
-    "ACCOUNT_ALREADY_BOUND": ("该抖音账号已绑定其他店铺", "The account is bound to another shop"),
-    "IDEMPOTENCY_KEY_IN_FLIGHT": (
-        "相同的 Idempotency-Key 请求正在处理",
-        "A request with this Idempotency-Key is in flight",
-    ),
-    "CODE_EXPIRED": ("验证码已过期", "The code has expired"),
-    "VALIDATION_ERROR": ("请求参数有误", "The request is invalid"),
-    "INVALID_ID_NUMBER": ("身份证号无效", "Invalid ID card number"),
-    "INVALID_PHONE": ("手机号无效", "Invalid mobile number"),
-    "TERMS_NOT_ACCEPTED": ("请先同意升级协议", "The terms must be accepted"),
-    "CODE_INVALID": ("验证码错误", "Wrong code"),
-    "IDEMPOTENCY_KEY_REUSED": ("Idempotency-Key 已用于其他请求", "The Idempotency-Key was used with another request"),
-    "DAILY_POST_LIMIT_REACHED": ("今日投稿已达上限", "Daily post limit reached"),
-    "TOO_MANY_ATTEMPTS": ("尝试次数过多", "Too many attempts"),
-    "INTERNAL_ERROR": ("服务内部错误", "Internal error"),
-}
+from guanhao.i18n import Message, _l
 
 
-def title(code: str, lang: str) -> str:
-    zh, en = TITLES.get(code, (code, code))
-    return en if lang == "en" else zh
+@dataclass(frozen=True)
+class Reason:
+    """Why something was refused or failed: a stable code, what it means and what to do about it."""
+
+    code: str
+    message: "Message | str"
+    fix: Message | None = None
 
 
 class DomainError(Exception):
     code: ClassVar[str] = "INTERNAL_ERROR"
     status: ClassVar[int] = 500
+    title: ClassVar[Message] = _l("Internal error")
 
-    def __init__(self, detail: str | None = None, *, reasons: list[dict] | None = None, **extra: Any):
-        super().__init__(detail or self.code)
-        self.detail = detail
+    def __init__(
+        self,
+        detail: Message | None = None,
+        *,
+        reasons: list[Reason] | None = None,
+        retry_after: int | None = None,
+        **extra: Any,
+    ):
+        self.detail = detail or self.title
         self.reasons = reasons
+        self.retry_after = retry_after
         self.extra = extra
+        super().__init__(self.detail.render("en"))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
-def _error(name: str, code: str, status: int) -> type[DomainError]:
-    return type(name, (DomainError,), {"code": code, "status": status})
+# ---------------------------------------------------------------- 400, 401, 403, 404, 405
 
 
-MalformedBody = _error("MalformedBody", "MALFORMED_BODY", 400)
-Unauthenticated = _error("Unauthenticated", "UNAUTHENTICATED", 401)
-Forbidden = _error("Forbidden", "FORBIDDEN", 403)
-NotFound = _error("NotFound", "NOT_FOUND", 404)
-NotEligible = _error("NotEligible", "NOT_ELIGIBLE", 409)
-TypeQuotaExhausted = _error("TypeQuotaExhausted", "TYPE_QUOTA_EXHAUSTED", 409)
-QuotaExhausted = _error("QuotaExhausted", "QUOTA_EXHAUSTED", 409)
-VerticalNotAvailable = _error("VerticalNotAvailable", "VERTICAL_NOT_AVAILABLE", 409)
-ApplicationInProgress = _error("ApplicationInProgress", "APPLICATION_IN_PROGRESS", 409)
-AlreadyUpgraded = _error("AlreadyUpgraded", "ALREADY_UPGRADED", 409)
-InvalidTransition = _error("InvalidTransition", "INVALID_TRANSITION", 409)
-CancelWindowClosed = _error("CancelWindowClosed", "CANCEL_WINDOW_CLOSED", 409)
-CancelNotAllowed = _error("CancelNotAllowed", "CANCEL_NOT_ALLOWED", 409)
-OperatorLimitReached = _error("OperatorLimitReached", "OPERATOR_LIMIT_REACHED", 409)
-NotUpgraded = _error("NotUpgraded", "NOT_UPGRADED", 409)
-AccountAlreadyBound = _error("AccountAlreadyBound", "ACCOUNT_ALREADY_BOUND", 409)
-IdempotencyKeyInFlight = _error("IdempotencyKeyInFlight", "IDEMPOTENCY_KEY_IN_FLIGHT", 409)
-CodeExpired = _error("CodeExpired", "CODE_EXPIRED", 409)
-ValidationFailed = _error("ValidationFailed", "VALIDATION_ERROR", 422)
-InvalidIdNumberError = _error("InvalidIdNumberError", "INVALID_ID_NUMBER", 422)
-InvalidPhoneError = _error("InvalidPhoneError", "INVALID_PHONE", 422)
-TermsNotAccepted = _error("TermsNotAccepted", "TERMS_NOT_ACCEPTED", 422)
-CodeInvalid = _error("CodeInvalid", "CODE_INVALID", 422)
-IdempotencyKeyReused = _error("IdempotencyKeyReused", "IDEMPOTENCY_KEY_REUSED", 422)
-DailyPostLimitReached = _error("DailyPostLimitReached", "DAILY_POST_LIMIT_REACHED", 429)
-TooManyAttempts = _error("TooManyAttempts", "TOO_MANY_ATTEMPTS", 429)
-
-BY_CODE: dict[str, type[DomainError]] = {cls.code: cls for cls in DomainError.__subclasses__()}
+class MalformedBody(DomainError):
+    code, status, title = "MALFORMED_BODY", 400, _l("The request body is not valid JSON")
 
 
-def problem(code: str, status: int, lang: str, detail: str | None, **extra: Any) -> dict:
-    body = {
-        "type": f"urn:guanhao:problem:{code.lower().replace('_', '-')}",
-        "title": title(code, lang),
-        "status": status,
-        "code": code,
-        "detail": detail or title(code, lang),
-    }
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return body
+class Unauthenticated(DomainError):
+    code, status, title = "UNAUTHENTICATED", 401, _l("Missing or invalid credentials")
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
 
 
-def validation_code(errs: list[dict]) -> str:
-    """The stable code for a set of payload errors: the specific personal-data codes win."""
-    types = {e.get("type") for e in errs}
-    if "invalid_id_number" in types:
-        return "INVALID_ID_NUMBER"
-    if "invalid_phone" in types:
-        return "INVALID_PHONE"
-    return "VALIDATION_ERROR"
+class Forbidden(DomainError):
+    code, status, title = "FORBIDDEN", 403, _l("Not allowed")
+
+
+class NotFound(DomainError):
+    code, status, title = "NOT_FOUND", 404, _l("Not found")
+
+
+class MethodNotAllowed(DomainError):
+    code, status, title = "METHOD_NOT_ALLOWED", 405, _l("Method not allowed")
+
+
+# ---------------------------------------------------------------- 409: refused in the current state
+
+
+class NotEligible(DomainError):
+    code, status, title = "NOT_ELIGIBLE", 409, _l("Not eligible for the upgrade")
+
+
+class TypeQuotaExhausted(DomainError):
+    code, status, title = "TYPE_QUOTA_EXHAUSTED", 409, _l("No slot left for the chosen account type")
+
+
+class QuotaExhausted(DomainError):
+    code, status, title = "QUOTA_EXHAUSTED", 409, _l("No account-type slot left")
+
+
+class VerticalNotAvailable(DomainError):
+    code, status, title = "VERTICAL_NOT_AVAILABLE", 409, _l("Vertical accounts are not available to this subject")
+
+
+class ApplicationInProgress(DomainError):
+    code, status, title = "APPLICATION_IN_PROGRESS", 409, _l("An application is already in progress")
+
+
+class AlreadyUpgraded(DomainError):
+    code, status, title = "ALREADY_UPGRADED", 409, _l("The account is already upgraded")
+
+
+class InvalidTransition(DomainError):
+    code, status, title = "INVALID_TRANSITION", 409, _l("Not allowed in the current state")
+
+
+class CancelWindowClosed(DomainError):
+    code, status, title = "CANCEL_WINDOW_CLOSED", 409, _l("The cancel window has closed")
+
+
+class CancelNotAllowed(DomainError):
+    code, status, title = "CANCEL_NOT_ALLOWED", 409, _l("This upgrade cannot be cancelled")
+
+
+class OperatorLimitReached(DomainError):
+    code, status, title = (
+        "OPERATOR_LIMIT_REACHED",
+        409,
+        _l("The operator already runs the most official accounts allowed"),
+    )
+
+
+class NotUpgraded(DomainError):
+    code, status, title = "NOT_UPGRADED", 409, _l("The account is not upgraded")
+
+
+class AccountAlreadyBound(DomainError):
+    code, status, title = "ACCOUNT_ALREADY_BOUND", 409, _l("The account is bound to another shop")
+
+
+class IdempotencyKeyInFlight(DomainError):
+    code, status, title = "IDEMPOTENCY_KEY_IN_FLIGHT", 409, _l("A request with this Idempotency-Key is in flight")
+
+
+class CodeExpired(DomainError):
+    code, status, title = "CODE_EXPIRED", 409, _l("The code has expired")
+
+
+class ConfirmationExpired(DomainError):
+    code, status, title = "CONFIRMATION_EXPIRED", 409, _l("The confirmation has expired")
+
+
+class ManagedBySubject(DomainError):
+    code, status, title = "MANAGED_BY_SUBJECT", 409, _l("Managed by the subject since the upgrade")
+
+
+# ---------------------------------------------------------------- 422: the payload is invalid
+
+
+class ValidationFailed(DomainError):
+    code, status, title = "VALIDATION_ERROR", 422, _l("The request is invalid")
+
+
+class InvalidIdNumber(DomainError):
+    code, status, title = "INVALID_ID_NUMBER", 422, _l("Invalid ID card number")
+
+
+class InvalidPhone(DomainError):
+    code, status, title = "INVALID_PHONE", 422, _l("Invalid mobile number")
+
+
+class TermsNotAccepted(DomainError):
+    code, status, title = "TERMS_NOT_ACCEPTED", 422, _l("The terms must be accepted")
+
+
+class CodeInvalid(DomainError):
+    code, status, title = "CODE_INVALID", 422, _l("Wrong code")
+
+
+class IdempotencyKeyReused(DomainError):
+    code, status, title = "IDEMPOTENCY_KEY_REUSED", 422, _l("The Idempotency-Key was used with another request")
+
+
+# ---------------------------------------------------------------- 413, 429, 503
+
+
+class PayloadTooLarge(DomainError):
+    code, status, title = "PAYLOAD_TOO_LARGE", 413, _l("The request body is too large")
+
+
+class DailyPostLimitReached(DomainError):
+    code, status, title = "DAILY_POST_LIMIT_REACHED", 429, _l("Daily post limit reached")
+
+
+class TooManyAttempts(DomainError):
+    code, status, title = "TOO_MANY_ATTEMPTS", 429, _l("Too many attempts")
+
+
+class ServiceUnavailable(DomainError):
+    code, status, title = "SERVICE_UNAVAILABLE", 503, _l("The service is busy or its database is unreachable")
+
+
+def _all(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _all(direct))]
+
+
+BY_CODE: dict[str, type[DomainError]] = {cls.code: cls for cls in _all(DomainError)}
 
 
 def field_errors(errs: list[dict]) -> list[dict]:
@@ -119,3 +200,18 @@ def field_errors(errs: list[dict]) -> list[dict]:
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
         out.append({"field": ".".join(loc), "type": e.get("type"), "message": e.get("msg")})
     return out
+
+
+def invalid_payload(errs: list[dict]) -> DomainError:
+    """The error for a set of payload errors: the specific personal-data codes win (API.md)."""
+    types = {e.get("type") for e in errs}
+    fields = field_errors(errs)
+    detail = _l(
+        "Invalid fields: {fields}", fields="; ".join(f"{f['field'] or '(body)'}: {f['message']}" for f in fields)
+    )
+    cls: type[DomainError] = ValidationFailed
+    if "invalid_id_number" in types:
+        cls = InvalidIdNumber
+    elif "invalid_phone" in types:
+        cls = InvalidPhone
+    return cls(detail, errors=fields)

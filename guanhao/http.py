@@ -2,42 +2,19 @@
 
 import base64
 import datetime as dt
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from sqlalchemy.orm import Session
 
 from guanhao import clock, errors
 from guanhao.auth.service import Principal, authenticate
-from guanhao.db import session_scope
+from guanhao.db import Session, session_scope
+from guanhao.i18n import Message, _l, language
 from guanhao.policy import Policy, get_policy
 from guanhao.settings import get_settings
-
-
-def language(accept_language: str | None) -> str:
-    """'en' or 'zh-CN' (the default), by the first preference that names either."""
-    if not accept_language:
-        return "zh-CN"
-    prefs = []
-    for i, part in enumerate(accept_language.split(",")):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        prefs.append((-q, i, tag.strip().lower()))
-    for _, _, tag in sorted(prefs):
-        if tag.startswith("en"):
-            return "en"
-        if tag.startswith("zh") or tag == "*":
-            return "zh-CN"
-    return "zh-CN"
 
 
 @dataclass(frozen=True)
@@ -58,12 +35,12 @@ class Call:
 
     def require_admin(self) -> None:
         if self.principal is None or not self.principal.is_admin:
-            raise errors.Forbidden("platform staff only")
+            raise errors.Forbidden(_l("Platform staff only"))
 
-    def require_subject(self, subject_id: str, *, what: str) -> None:
-        """Another subject's object is indistinguishable from a missing one (R-62): same code, same words."""
+    def require_subject(self, subject_id: str, *, not_found: Message) -> None:
+        """R-62: another subject's object is indistinguishable from a missing one — same code, same words."""
         if self.principal is None or not self.principal.can_see_subject(subject_id):
-            raise errors.NotFound(f"{what} not found")
+            raise errors.NotFound(not_found)
 
 
 def _lang(request: Request) -> str:
@@ -113,29 +90,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         return seq
     except (ValueError, UnicodeDecodeError):
         raise errors.ValidationFailed(
-            "cursor is not one this service gave out",
+            _l("The cursor is not one this service gave out"),
             errors=[{"field": "cursor", "type": "invalid_cursor", "message": "bad cursor"}],
         ) from None
 
 
 def page(items: list, *, limit: int, seq_of) -> str | None:
     return encode_cursor(seq_of(items[-1])) if len(items) == limit else None
-
-
-_ROUTE_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def allowed_methods(app, path: str) -> set[str]:
-    """Every method some route serves on this path (the `Allow` of a 405)."""
-    table = _ROUTE_TABLES.get(app)
-    if table is None:
-        from fastapi.routing import iter_route_contexts
-        from starlette.routing import compile_path
-
-        table = [
-            (compile_path(rc.path)[0], frozenset(rc.methods))
-            for rc in iter_route_contexts(app.routes)
-            if rc.path and rc.methods
-        ]
-        _ROUTE_TABLES[app] = table
-    return {m for regex, methods in table if regex.match(path) for m in methods}

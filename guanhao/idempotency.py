@@ -11,15 +11,16 @@ import hashlib
 import json
 
 import anyio
-from sqlalchemy import Integer, String, Text, delete, select
+from sqlalchemy import Integer, String, Text, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from guanhao import clock, errors
 from guanhao.auth.service import caller_scope
-from guanhao.db import Base, UTCDateTime, session_scope
-from guanhao.http import allowed_methods
+from guanhao.db import Base, Session, UTCDateTime, session_scope
+from guanhao.i18n import _l
 from guanhao.pii import vault
+from guanhao.problems import allowed_methods
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_KEY_LENGTH = 255
@@ -98,11 +99,9 @@ def _release(caller: str, key: str) -> None:
         )
 
 
-def purge(session, *, now: dt.datetime, retention: dt.timedelta) -> int:
-    stale = list(session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.created_at < now - retention)))
-    for record in stale:
-        session.delete(record)
-    return len(stale)
+def purge(session: Session, *, now: dt.datetime, retention: dt.timedelta) -> int:
+    """Forgets keys older than the retention (API.md: kept ≥ 24 h of the service clock)."""
+    return session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - retention)).rowcount
 
 
 class IdempotencyMiddleware:
@@ -125,7 +124,9 @@ class IdempotencyMiddleware:
                 scope,
                 receive,
                 send,
-                errors.ValidationFailed(f"Idempotency-Key must have 1 to {MAX_KEY_LENGTH} characters"),
+                errors.ValidationFailed(
+                    _l("The Idempotency-Key must have 1 to {most} characters", most=MAX_KEY_LENGTH)
+                ),
             )
 
         body = b""
@@ -147,14 +148,16 @@ class IdempotencyMiddleware:
                     scope,
                     receive,
                     send,
-                    errors.IdempotencyKeyReused("this Idempotency-Key was first used with another request"),
+                    errors.IdempotencyKeyReused(_l("This Idempotency-Key was first used with another request")),
                 )
             if existing.state != "done":
                 return await self.render_error(
                     scope,
                     receive,
                     send,
-                    errors.IdempotencyKeyInFlight("the first request with this key is still running; retry later"),
+                    errors.IdempotencyKeyInFlight(
+                        _l("The first request with this key is still running; retry later"), retry_after=1
+                    ),
                 )
             replay = (vault().decrypt(existing.body_enc, context="idempotency") or "").encode()
             await send(

@@ -6,9 +6,9 @@ from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
 from guanhao import idempotency
+from guanhao.db import Session
 from guanhao.http import Admin
 from guanhao.policy import Policy
 from guanhao.schemas import problem_responses

@@ -33,15 +33,9 @@ os.environ.pop("GUANHAO_POLICY", None)
 
 
 def reset_caches() -> None:
-    from guanhao import db, pii, policy, settings
+    from guanhao import db
 
-    settings.get_settings.cache_clear()
-    policy.get_policy.cache_clear()
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose()
-    db.get_engine.cache_clear()
-    db._factory.cache_clear()
-    pii.reset_vault()
+    db.reset()
 
 
 def is_postgres() -> bool:

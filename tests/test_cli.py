@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from guanhao.cli import app as cli
-from tests.conftest import reset_caches
+from guanhao.db import reset as reset_caches
 
 runner = CliRunner()
 GUANHAO = Path(sys.executable).with_name("guanhao")

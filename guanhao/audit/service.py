@@ -12,12 +12,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import String, bindparam, event, func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
 
 from guanhao.audit.models import AuditEntry
-from guanhao.db import bulk_insert, queue, take_commit_order_lock, take_queued
+from guanhao.db import Session, bulk_insert
 
 GENESIS = "0" * 64
 NO_SUBJECT = "-"
@@ -38,8 +37,7 @@ def record(
     to_state: str | None = None,
     detail: dict | None = None,
 ) -> None:
-    queue(
-        session,
+    session.queue(
         _QUEUE,
         [
             {
@@ -61,7 +59,7 @@ def record(
 def record_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `record` (waves): dicts with the same keyword names."""
     defaults = {"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}}
-    queue(session, _QUEUE, ({**defaults, **row} for row in rows))
+    session.queue(_QUEUE, ({**defaults, **row} for row in rows))
 
 
 def canonical(row: dict) -> bytes:
@@ -89,13 +87,9 @@ def chain_of(subject_id: str | None) -> str:
     return subject_id or NO_SUBJECT
 
 
-@event.listens_for(Session, "before_commit")
-def _write_trail(session: Session) -> None:
-    pending = take_queued(session, _QUEUE)
-    if not pending:
-        return
-    session.flush()
-    take_commit_order_lock(session)
+@Session.writes_at_commit(_QUEUE)
+def _write_trail(session: Session, pending: list[dict]) -> None:
+    """Links each queued row to the head of its subject's chain; runs under the commit-order lock."""
     chains = sorted({chain_of(r["subject_id"]) for r in pending})
     heads = _heads(session, chains)
     for row in pending:

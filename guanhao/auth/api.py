@@ -4,11 +4,10 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from guanhao import errors
 from guanhao.auth import service
 from guanhao.http import Admin
 from guanhao.schemas import ObjectId, RequestBody, problem_responses
-from guanhao.subjects.models import Subject
+from guanhao.subjects import service as subjects
 
 router = APIRouter(prefix="/admin", tags=["staff"])
 
@@ -30,17 +29,8 @@ class ApiKeyOut(BaseModel):
 @router.post("/api-keys", status_code=201, response_model=ApiKeyOut, responses=problem_responses(400, 401, 403, 422))
 def create_api_key(body: ApiKeyIn, call: Admin):
     with call.unit() as (session, now):
-        if body.role == "merchant":
-            if body.subject_id is None:
-                raise errors.ValidationFailed(
-                    "a merchant key needs subject_id",
-                    errors=[{"field": "subject_id", "type": "missing", "message": "required"}],
-                )
-            if session.get(Subject, body.subject_id) is None:
-                raise errors.ValidationFailed(
-                    f"subject {body.subject_id} is not known",
-                    errors=[{"field": "subject_id", "type": "unknown_reference", "message": "unknown subject"}],
-                )
+        if body.role == "merchant" and body.subject_id is not None:
+            subjects.known_subject(session, body.subject_id)
         key, token = service.create_key(session, role=body.role, subject_id=body.subject_id, label=body.label, now=now)
         return {
             "key_id": key.id,

@@ -7,10 +7,11 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from guanhao import errors
 from guanhao.auth.models import ApiKey
+from guanhao.db import Session
+from guanhao.i18n import _l
 from guanhao.pii import vault
 
 
@@ -40,9 +41,12 @@ def create_key(
     session: Session, *, role: str, subject_id: str | None, label: str | None, now: dt.datetime
 ) -> tuple[ApiKey, str]:
     if role not in ("admin", "merchant"):
-        raise errors.ValidationFailed("role must be admin or merchant")
+        raise errors.ValidationFailed(_l("The role must be admin or merchant"))
     if role == "merchant" and not subject_id:
-        raise errors.ValidationFailed("a merchant key needs a subject_id")
+        raise errors.ValidationFailed(
+            _l("A merchant key needs a subject_id"),
+            errors=[{"field": "subject_id", "type": "missing", "message": "required"}],
+        )
     prefix = "gh_adm_" if role == "admin" else "gh_mch_"
     token = prefix + secrets.token_urlsafe(32)
     key = ApiKey(
@@ -60,15 +64,15 @@ def create_key(
 
 def authenticate(session: Session, authorization: str | None, *, admin_token: str) -> Principal:
     if not authorization or not authorization.startswith("Bearer "):
-        raise errors.Unauthenticated("send Authorization: Bearer <token>")
+        raise errors.Unauthenticated(_l("Send Authorization: Bearer <token>"))
     token = authorization[len("Bearer ") :].strip()
     if not token:
-        raise errors.Unauthenticated("empty bearer token")
+        raise errors.Unauthenticated(_l("The bearer token is empty"))
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(role="admin", subject_id=None, key_id="env")
     key = session.scalar(select(ApiKey).where(ApiKey.token_hash == token_hash(token), ApiKey.revoked_at.is_(None)))
     if key is None:
-        raise errors.Unauthenticated("unknown or revoked token")
+        raise errors.Unauthenticated(_l("Unknown or revoked token"))
     return Principal(role=key.role, subject_id=key.subject_id, key_id=key.id)
 
 

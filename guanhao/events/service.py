@@ -1,17 +1,15 @@
 """Outbox events. `emit` queues in the session; the rows are written just before commit.
 
-Writing them last, under a transaction-scoped advisory lock on PostgreSQL, makes sequence
-numbers follow commit order while holding the lock only for the commit itself.
-SQLite serialises writers already (BEGIN IMMEDIATE in guanhao.db).
+Writing them last, under the commit-order lock (guanhao.db.Session), makes sequence numbers
+follow commit order while holding the lock only for the commit itself.
 """
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from guanhao.db import bulk_insert, queue, take_commit_order_lock, take_queued
+from guanhao.db import Session, bulk_insert
 from guanhao.events.models import OutboxEvent
 
 _QUEUE = "outbox"
@@ -21,22 +19,15 @@ def emit(
     session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict
 ) -> str:
     event_id = "evt_" + uuid.uuid4().hex
-    queue(
-        session,
+    session.queue(
         _QUEUE,
         [{"event_id": event_id, "type": type_, "shop_id": shop_id, "subject_id": subject_id, "at": at, "data": data}],
     )
     return event_id
 
 
-@event.listens_for(Session, "before_commit")
-def _write_outbox(session: Session) -> None:
-    pending = take_queued(session, _QUEUE)
-    if not pending:
-        return
-    # Everything else first: a flush that waits on another transaction's row must not hold the outbox lock.
-    session.flush()
-    take_commit_order_lock(session)
+@Session.writes_at_commit(_QUEUE)
+def _write_outbox(session: Session, pending: list[dict]) -> None:
     bulk_insert(session, OutboxEvent.__table__, pending)
 
 
@@ -53,6 +44,6 @@ def events_after(
 
 def emit_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
-    queue(
-        session, _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows)
+    session.queue(
+        _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows)
     )

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from guanhao import pii
 from guanhao.http import Authenticated
+from guanhao.i18n import _l
 from guanhao.operators import service
 from guanhao.schemas import IdPath, PersonIn, PersonOut, Phone, RequestBody, problem_responses
 from guanhao.subjects import service as subjects
@@ -50,7 +51,7 @@ class PhoneChanged(BaseModel):
 
 def _shop(session, call, shop_id: str):
     shop = subjects.get_shop(session, shop_id)
-    call.require_subject(shop.subject_id, what=f"shop {shop_id}")
+    call.require_subject(shop.subject_id, not_found=_l("Shop {shop_id} not found", shop_id=shop_id))
     return shop
 
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from guanhao import errors, pii
 from guanhao.audit import service as audit
+from guanhao.db import Session
 from guanhao.events import service as events
+from guanhao.i18n import _l
 from guanhao.operators.models import PendingChange
 from guanhao.policy import Policy
 from guanhao.sandbox import sms
@@ -23,6 +24,7 @@ from guanhao.upgrades import quotas
 from guanhao.upgrades.models import OfficialAccount, Slot
 
 KINDS = ("operator", "login_phone")
+TOO_MANY_WRONG_CODES = _l("Too many wrong codes; request a new one")
 
 
 def _code_hash(change_id: str, code: str) -> str:
@@ -33,7 +35,7 @@ def official(session: Session, shop_id: str, *, lock: bool = False) -> OfficialA
     stmt = select(OfficialAccount).where(OfficialAccount.shop_id == shop_id)
     record = session.scalar(stmt.with_for_update() if lock else stmt)
     if record is None:
-        raise errors.NotUpgraded("the shop's official account is not upgraded yet; upgrade it first")
+        raise errors.NotUpgraded(_l("The shop's official account is not upgraded yet; upgrade it first"))
     return record
 
 
@@ -45,7 +47,7 @@ def request_operator_change(
     if person.id_hash != record.operator_id_hash:
         used = quotas.used(session, quotas.operator_pool(person.id_hash))
         if used >= policy.operators.capacity:
-            raise errors.OperatorLimitReached("this person already operates the most official accounts allowed")
+            raise errors.OperatorLimitReached(_l("This person already operates the most official accounts allowed"))
     sealed = pii.seal_person(person, context="person")
     return _request(
         session,
@@ -106,7 +108,9 @@ def _request(
         wait = last_sent + dt.timedelta(seconds=cfg.resend_cooldown_seconds) - now
         if wait > dt.timedelta(0):
             seconds = math.ceil(wait.total_seconds())
-            raise errors.TooManyAttempts(f"a code was sent moments ago; ask again in {seconds} s", retry_after=seconds)
+            raise errors.TooManyAttempts(
+                _l("A code was sent moments ago; ask again in {seconds} s", seconds=seconds), retry_after=seconds
+            )
     previous = session.scalar(
         select(PendingChange)
         .where(
@@ -143,7 +147,9 @@ def _request(
             session.add(change)
             session.flush()
     except IntegrityError:
-        raise errors.TooManyAttempts("another code for this change was just sent; try again shortly") from None
+        raise errors.TooManyAttempts(
+            _l("Another code for this change was just sent; try again shortly"), retry_after=1
+        ) from None
     purpose = "运营人变更" if kind == "operator" else "登录手机号换绑"
     text = f"【抖店】您正在进行店铺官方账号{purpose}，验证码 {code}，{cfg.code_ttl_seconds // 60} 分钟内有效。请勿泄露给他人。"
     sms.get_sender().send(session, phone=phone, text=text, code=code, purpose=kind, now=now)
@@ -186,30 +192,30 @@ def verify(
         .with_for_update()
     )
     if change is None:
-        raise errors.NotFound(f"change {change_id} not found")
+        raise errors.NotFound(_l("Change {change_id} not found", change_id=change_id))
     if change.status == "verified":
-        raise errors.InvalidTransition("this change was verified already")
+        raise errors.InvalidTransition(_l("This change was verified already"))
     if change.status == "failed":
-        raise errors.TooManyAttempts("too many wrong codes; request a new one")
+        raise errors.TooManyAttempts(TOO_MANY_WRONG_CODES)
     if change.status != "pending":
-        raise errors.CodeExpired(f"this code is no longer valid ({change.status}); request a new one")
+        raise errors.CodeExpired(_l("This code is no longer valid; request a new one"))
     if now >= change.expires_at:
         change.status, change.finished_at = "expired", now
-        return Verified(change, errors.CodeExpired("the code has expired; request a new one"))
+        return Verified(change, errors.CodeExpired(_l("The code has expired; request a new one")))
     if not hmac.compare_digest(change.code_hash, _code_hash(change.id, code)):
         change.attempts += 1
         if change.attempts >= policy.sms.max_attempts:
             change.status, change.finished_at = "failed", now
-            return Verified(change, errors.TooManyAttempts("too many wrong codes; request a new one"))
+            return Verified(change, errors.TooManyAttempts(TOO_MANY_WRONG_CODES))
         left = policy.sms.max_attempts - change.attempts
-        return Verified(change, errors.CodeInvalid(f"wrong code; {left} tries left"))
+        return Verified(change, errors.CodeInvalid(_l("Wrong code; {left} tries left", left=left)))
     record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
     if record is None or record.application_id != change.application_id:
         # The upgrade this code was sent for was cancelled meanwhile: the code dies with it,
         # and does not carry over to a later upgrade of the same account.
         change.status, change.finished_at = "superseded", now
         return Verified(
-            change, errors.CodeExpired("the upgrade this code was sent for no longer stands; request a new one")
+            change, errors.CodeExpired(_l("The upgrade this code was sent for no longer stands; request a new one"))
         )
     if kind == "operator":
         _apply_operator(session, record, change, policy, actor=actor, now=now)
@@ -244,7 +250,7 @@ def _apply_operator(
             )
             is None
         ):
-            raise errors.OperatorLimitReached("this person already operates the most official accounts allowed")
+            raise errors.OperatorLimitReached(_l("This person already operates the most official accounts allowed"))
     record.operator_name_enc = change.new_name_enc
     record.operator_id_number_enc = change.new_id_number_enc
     record.operator_phone_enc = change.new_phone_enc

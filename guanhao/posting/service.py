@@ -6,9 +6,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from guanhao import errors
+from guanhao.db import Session
+from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.posting.models import PostingCounter
 from guanhao.upgrades.models import OfficialAccount
@@ -50,7 +51,7 @@ def record_post(session: Session, account_id: str, policy: Policy, *, now: dt.da
     day = posting_day(policy, now)
     limit = daily_limit(session, account_id, policy)
     if limit <= 0:
-        raise errors.DailyPostLimitReached(f"the daily limit is {limit}")
+        raise errors.DailyPostLimitReached(_l("The daily limit is {limit}", limit=limit))
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(PostingCounter).values(account_id=account_id, day=day, used=1)
@@ -61,5 +62,7 @@ def record_post(session: Session, account_id: str, policy: Policy, *, now: dt.da
     ).returning(PostingCounter.used)
     used = session.execute(stmt).scalar()
     if used is None:
-        raise errors.DailyPostLimitReached(f"the account has made its {limit} posts for {day.isoformat()}")
+        raise errors.DailyPostLimitReached(
+            _l("The account has made its {limit} posts for {day}", limit=limit, day=day.isoformat())
+        )
     return Quota(limit=limit, used=used, day=day)

@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, field_validator
 
-from guanhao import clock, pii
+from guanhao import clock, errors, pii
 from guanhao.http import Admin
+from guanhao.i18n import _l
 from guanhao.sandbox import sms
 from guanhao.schemas import RequestBody, Rfc3339, phone_value, problem_responses
 
@@ -58,10 +59,8 @@ def set_clock(body: ClockIn, call: Admin):
 def sent_sms(call: Admin, phone: Annotated[str, Query(description="mainland mobile number")]):
     try:
         normalized = phone_value(phone)
-    except Exception:
-        from guanhao import errors
-
-        raise errors.InvalidPhoneError("phone is not a mainland mobile number") from None
+    except ValueError:
+        raise errors.InvalidPhone(_l("The phone is not a mainland mobile number")) from None
     with call.unit() as (session, _now):
         return {
             "items": [

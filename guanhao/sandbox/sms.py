@@ -7,8 +7,8 @@ from typing import Protocol
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from guanhao.db import Session
 from guanhao.pii import mask_phone, vault
 from guanhao.sandbox.models import SmsMessage
 

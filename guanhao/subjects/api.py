@@ -1,4 +1,5 @@
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from guanhao import pii
 from guanhao.http import Admin
@@ -113,12 +114,17 @@ def put_binding(shop_id: IdPath, body: BindingIn, call: Admin):
     },
 )
 async def bulk_import(request: Request, call: Admin):
-    from starlette.concurrency import run_in_threadpool
-
     body = await request.body()
 
-    def work():
+    def work() -> dict:
         with call.unit() as (session, now):
-            return service.import_lines(session, body.splitlines(), actor=call.actor, now=now)
+            result = service.import_lines(session, body.splitlines(), actor=call.actor, now=now)
+        return {
+            "accepted": result.accepted,
+            "rejected": [
+                {"line": line, "code": exc.code, "detail": exc.detail.render(call.lang)}
+                for line, exc in result.rejected
+            ],
+        }
 
     return await run_in_threadpool(work)

@@ -2,42 +2,62 @@
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from guanhao import errors, pii
 from guanhao.audit import service as audit
+from guanhao.db import Session, refusing
+from guanhao.i18n import Message, _l
 from guanhao.schemas import ID_RE
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
-from guanhao.upgrades.models import IN_PROGRESS, Application, OfficialAccount
 
-SYNC_ACTOR = "platform-sync"
+# Checks other domains register that run before a shop's binding or subject changes: the upgrades
+# package refuses while the shop is upgraded or upgrading (R-21). Run in registration order.
+ShopGuard = Callable[[Session, Shop], None]
+SHOP_GUARDS: list[ShopGuard] = []
+
+
+def guard_shop_moves(check: ShopGuard) -> ShopGuard:
+    SHOP_GUARDS.append(check)
+    return check
 
 
 def get_subject(session: Session, subject_id: str) -> Subject:
     subject = session.get(Subject, subject_id)
     if subject is None:
-        raise errors.NotFound(f"subject {subject_id} not found")
+        raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
     return subject
 
 
 def get_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
     shop = session.get(Shop, shop_id, with_for_update=lock or None)
     if shop is None:
-        raise errors.NotFound(f"shop {shop_id} not found")
+        raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
     return shop
 
 
 def get_account(session: Session, account_id: str) -> Account:
     account = session.get(Account, account_id)
     if account is None:
-        raise errors.NotFound(f"account {account_id} not found")
+        raise errors.NotFound(_l("Account {account_id} not found", account_id=account_id))
     return account
+
+
+def known_subject(session: Session, subject_id: str) -> Subject:
+    """A subject a payload refers to: unknown is the caller's mistake (422), not a missing resource."""
+    subject = session.get(Subject, subject_id)
+    if subject is None:
+        raise _unknown("subject_id", _l("Subject {subject_id} is not known; sync it first", subject_id=subject_id))
+    return subject
+
+
+def _unknown(field: str, detail: Message) -> errors.DomainError:
+    return errors.ValidationFailed(detail, errors=[{"field": field, "type": "unknown_reference", "message": "unknown"}])
 
 
 def put_subject(
@@ -69,11 +89,7 @@ def put_subject(
 
 
 def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: dt.datetime) -> tuple[Shop, bool]:
-    if session.get(Subject, body.subject_id) is None:
-        raise errors.ValidationFailed(
-            f"subject {body.subject_id} is not known; sync it first",
-            errors=[{"field": "subject_id", "type": "unknown_reference", "message": "unknown subject"}],
-        )
+    known_subject(session, body.subject_id)
     shop = session.get(Shop, shop_id, with_for_update=True)
     created = shop is None
     if created:
@@ -81,7 +97,7 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
         session.add(shop)
     elif shop.subject_id != body.subject_id:
         # SPEC R-21: the upgrade keeps the subject behind the account; never move a shop under one.
-        _refuse_if_upgrading(session, shop)
+        _guard_moves(session, shop)
     shop.subject_id = body.subject_id
     shop.name = body.name
     shop.shop_type = body.shop_type
@@ -147,25 +163,20 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
     shop = get_shop(session, shop_id, lock=True)
     account = session.get(Account, body.account_id)
     if account is None:
-        raise errors.ValidationFailed(
-            f"account {body.account_id} is not known; sync it first",
-            errors=[{"field": "account_id", "type": "unknown_reference", "message": "unknown account"}],
-        )
+        raise _unknown("account_id", _l("Account {account_id} is not known; sync it first", account_id=body.account_id))
     if shop.official_account_id == body.account_id:
         return shop
-    _refuse_if_upgrading(session, shop)
-    holder = session.scalar(select(Shop.id).where(Shop.official_account_id == body.account_id))
-    if holder is not None:
-        raise errors.AccountAlreadyBound(f"account {body.account_id} is the official account of another shop")
+    _guard_moves(session, shop)
+    taken = errors.AccountAlreadyBound(
+        _l("Account {account_id} is the official account of another shop", account_id=body.account_id)
+    )
+    if session.scalar(select(Shop.id).where(Shop.official_account_id == body.account_id)) is not None:
+        raise taken
     previous = shop.official_account_id
-    shop.official_account_id = body.account_id
-    shop.updated_at = now
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # Lost a race with another binding of the same account: the unique column decides (R-05).
-        raise errors.AccountAlreadyBound(f"account {body.account_id} is the official account of another shop") from None
+    # R-05: a concurrent binding of the same account loses on the unique column.
+    with refusing(session, taken):
+        shop.official_account_id = body.account_id
+        shop.updated_at = now
     audit.record(
         session,
         at=now,
@@ -182,68 +193,60 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
     return shop
 
 
-def _refuse_if_upgrading(session: Session, shop: Shop) -> None:
-    if session.scalar(select(OfficialAccount.account_id).where(OfficialAccount.shop_id == shop.id)) is not None:
-        raise errors.AlreadyUpgraded("the shop's official account is upgraded; its binding and subject are kept (R-21)")
-    in_progress = session.scalar(
-        select(func.count())
-        .select_from(Application)
-        .where(Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS))
-    )
-    if in_progress:
-        raise errors.ApplicationInProgress("an upgrade application for this shop is in progress")
+def _guard_moves(session: Session, shop: Shop) -> None:
+    for check in SHOP_GUARDS:
+        check(session, shop)
 
 
 _KINDS = {"subject": (SubjectIn, put_subject), "shop": (ShopIn, put_shop), "account": (AccountIn, put_account)}
 
 
-def import_lines(session: Session, lines: Iterable[bytes], *, actor: str, now: dt.datetime) -> dict:
-    """NDJSON bulk sync: each line stands alone; a bad line is reported and never stops the others."""
-    accepted = 0
-    rejected: list[dict] = []
+@dataclass
+class ImportResult:
+    accepted: int = 0
+    rejected: list[tuple[int, errors.DomainError]] = field(default_factory=list)
+
+
+def import_lines(session: Session, lines: Iterable[bytes], *, actor: str, now: dt.datetime) -> ImportResult:
+    """NDJSON bulk sync: each line stands alone; a bad line is reported by number and never stops the others."""
+    result = ImportResult()
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
             with session.begin_nested():
                 _import_one(session, raw, actor=actor, now=now)
-            accepted += 1
-        except _LineError as exc:
-            rejected.append({"line": number, "code": exc.code, "detail": exc.detail})
+            result.accepted += 1
         except errors.DomainError as exc:
-            rejected.append({"line": number, "code": exc.code, "detail": exc.detail or exc.code})
-    return {"accepted": accepted, "rejected": rejected}
+            result.rejected.append((number, exc))
+    return result
 
 
-class _LineError(Exception):
-    def __init__(self, code: str, detail: str):
-        super().__init__(detail)
-        self.code, self.detail = code, detail
+NOT_AN_OBJECT = _l("The line is not a JSON object")
 
 
 def _import_one(session: Session, raw: bytes, *, actor: str, now: dt.datetime) -> None:
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise _LineError("MALFORMED_BODY", "the line is not a JSON object") from None
+        raise errors.MalformedBody(NOT_AN_OBJECT) from None
     if not isinstance(obj, dict):
-        raise _LineError("MALFORMED_BODY", "the line is not a JSON object")
+        raise errors.MalformedBody(NOT_AN_OBJECT)
     kind = obj.pop("kind", None)
     try:
         if kind == "binding":
-            shop_id = obj.pop("shop_id", None)
-            if not isinstance(shop_id, str) or len(shop_id) > 64 or not ID_RE.fullmatch(shop_id):
-                raise _LineError("VALIDATION_ERROR", "shop_id: required, an id of 1 to 64 letters, digits or _.:-")
-            bind(session, shop_id, BindingIn.model_validate(obj), actor=actor, now=now)
+            bind(session, _line_id(obj, "shop_id"), BindingIn.model_validate(obj), actor=actor, now=now)
             return
         if kind not in _KINDS:
-            raise _LineError("VALIDATION_ERROR", "kind: must be subject, shop, account or binding")
-        object_id = obj.pop("id", None)
-        if not isinstance(object_id, str) or len(object_id) > 64 or not ID_RE.fullmatch(object_id):
-            raise _LineError("VALIDATION_ERROR", "id: required, an id of 1 to 64 letters, digits or _.:-")
+            raise errors.ValidationFailed(_l("kind: must be subject, shop, account or binding"))
         schema, verb = _KINDS[kind]
-        verb(session, object_id, schema.model_validate(obj), actor=actor, now=now)
+        verb(session, _line_id(obj, "id"), schema.model_validate(obj), actor=actor, now=now)
     except ValidationError as exc:
-        errs = exc.errors()
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errs)
-        raise _LineError(errors.validation_code(errs), detail) from None
+        raise errors.invalid_payload(exc.errors()) from None
+
+
+def _line_id(obj: dict, field: str) -> str:
+    value = obj.pop(field, None)
+    if not isinstance(value, str) or len(value) > 64 or not ID_RE.fullmatch(value):
+        raise errors.ValidationFailed(_l("{field}: required, an id of 1 to 64 letters, digits or _.:-", field=field))
+    return value

@@ -4,11 +4,12 @@ from fastapi import APIRouter, Body, Path, Query
 
 from guanhao import errors
 from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, page
+from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Subject
-from guanhao.upgrades import service
+from guanhao.upgrades import rules, service
 from guanhao.upgrades.schemas import (
     AccountTypeName,
     AdminApplicationOut,
@@ -23,6 +24,7 @@ from guanhao.upgrades.schemas import (
     StaffRejectIn,
     SubmitIn,
     application_out,
+    check_out,
     consent_out,
     official_account_out,
 )
@@ -38,13 +40,15 @@ PAGE_SIZE = 50
 
 def _visible_shop(session, call, shop_id: str, *, lock: bool = False):
     shop = subjects.get_shop(session, shop_id, lock=lock)
-    call.require_subject(shop.subject_id, what=f"shop {shop_id}")
+    call.require_subject(shop.subject_id, not_found=_l("Shop {shop_id} not found", shop_id=shop_id))
     return shop
 
 
 def _visible_application(session, call, application_id: str, *, lock: bool = False):
     app = service.get_application(session, application_id, lock=lock)
-    call.require_subject(app.subject_id, what=f"application {application_id}")
+    call.require_subject(
+        app.subject_id, not_found=_l("Application {application_id} not found", application_id=application_id)
+    )
     return app
 
 
@@ -74,17 +78,17 @@ def get_eligibility(
         return {
             "eligible": eligible,
             "resolved_account_type": resolved if eligible else None,
-            "checks": [c.render(call.lang) for c in checks],
+            "checks": [check_out(c, call.lang) for c in checks],
         }
 
 
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
 def get_quotas(subject_id: IdPath, call: Authenticated):
     with call.unit() as (session, _now):
-        call.require_subject(subject_id, what=f"subject {subject_id}")
+        call.require_subject(subject_id, not_found=_l("Subject {subject_id} not found", subject_id=subject_id))
         subject = session.get(Subject, subject_id)
         if subject is None:
-            raise errors.NotFound(f"subject {subject_id} not found")
+            raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
         return service.subject_quotas(session, subject, call.policy)
 
 
@@ -140,7 +144,6 @@ def _confirmation_out(session, app, policy, lang: str) -> dict:
     shop = subjects.get_shop(session, app.shop_id)
     subject = session.get(Subject, app.subject_id)
     account = session.get(Account, app.account_id)
-    en = lang == "en"
     return {
         "application_id": app.id,
         "status": app.status,
@@ -149,19 +152,8 @@ def _confirmation_out(session, app, policy, lang: str) -> dict:
         "subject": {"subject_id": subject.id, "name": subject.name},
         "account": {"account_id": account.id, "nickname": account.nickname},
         "agreement_version": policy.confirmation.agreement_version,
-        "what_changes": [
-            "The account's usage right belongs to the shop's qualification subject, not to a person"
-            if en
-            else "抖音账号使用权归属店铺资质主体（企业资产），无法再归属个人",
-            "The shop can replace the operator and rebind the login phone"
-            if en
-            else "商家可更换运营人、换绑登录手机号",
-        ],
-        "what_stays": [
-            "Followers, following and content" if en else "粉丝、关注、发布内容不变",
-            "The binding between the account and the shop" if en else "抖音号与店铺的绑定关系不变",
-            "The subject behind the account" if en else "账号的资质主体不变",
-        ],
+        "what_changes": [m.render(lang) for m in rules.WHAT_CHANGES],
+        "what_stays": [m.render(lang) for m in rules.WHAT_STAYS],
     }
 
 

@@ -11,11 +11,12 @@ import hashlib
 import json
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 
 from guanhao import errors, pii
 from guanhao.audit import service as audit
 from guanhao.audit.models import AuditEntry
+from guanhao.db import Session
+from guanhao.i18n import _l
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades.models import Application, OfficialAccount
 from guanhao.upgrades.service import consents
@@ -37,7 +38,7 @@ def digest_of(record: dict) -> str:
 def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
     official = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id))
     if official is None:
-        raise errors.NotUpgraded("the shop's official account is not upgraded; there is no ownership record yet")
+        raise errors.NotUpgraded(_l("The shop's official account is not upgraded; there is no ownership record yet"))
     shop = session.get(Shop, shop_id)
     account = session.get(Account, official.account_id)
     subject = session.get(Subject, official.subject_id)

@@ -9,8 +9,8 @@ import datetime as dt
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
+from guanhao.db import Session
 from guanhao.upgrades.models import AccountType, Slot
 
 

@@ -6,92 +6,94 @@ No database, no clock: plain values in, plain values out.
 import datetime as dt
 from dataclasses import dataclass, field
 
+from guanhao.errors import Reason
+from guanhao.i18n import Message, _l
 from guanhao.policy import Policy
 from guanhao.upgrades.models import FALLBACK_ORDER, AccountType
 
-# code → (zh-CN message, en message, zh-CN fix, en fix)
-CATALOG: dict[str, tuple[str, str, str, str]] = {
+# R-04: each check with what it means and what to do about it (the catalog has them in every language).
+CHECKS: dict[str, tuple[Message, Message]] = {
     "SHOP_TYPE_NOT_ELIGIBLE": (
-        "店铺类型需为官方旗舰店、旗舰店、专卖店、专营店、企业店或个体店（个人店不支持升级）",
-        "The shop type must be official flagship, flagship, specialty, franchise, enterprise or individual (personal shops cannot upgrade)",
-        "个人店可先升级为个体店或企业店后再申请",
-        "Upgrade the personal shop to an individual or enterprise shop first",
+        _l(
+            "The shop type must be official flagship, flagship, specialty, franchise, enterprise or individual (personal shops cannot upgrade)"
+        ),
+        _l("Upgrade the personal shop to an individual or enterprise shop first"),
     ),
     "SHOP_NOT_ACTIVE": (
-        "店铺需处于正常营业状态",
-        "The shop must be active",
-        "处理店铺的限制或关店状态后再申请",
-        "Resolve the shop's suspension or closure, then apply again",
+        _l("The shop must be active"),
+        _l("Resolve the shop's suspension or closure, then apply again"),
     ),
     "LICENSE_EXPIRED": (
-        "资质主体的营业执照需在有效期内",
-        "The subject's business licence must be valid",
-        "在「店铺」-「资质管理」中更新营业执照",
-        "Renew the business licence in the shop's qualification settings",
+        _l("The subject's business licence must be valid"),
+        _l("Renew the business licence in the shop's qualification settings"),
     ),
     "ACCOUNT_NOT_BOUND": (
-        "店铺需已绑定官方抖音账号",
-        "The shop must have a bound official Douyin account",
-        "在「经营账号管理」中绑定店铺官方账号",
-        "Bind the shop's official account under account management",
+        _l("The shop must have a bound official Douyin account"),
+        _l("Bind the shop's official account under account management"),
     ),
     "ACCOUNT_NOT_VERIFIED": (
-        "抖音账号需已完成实名认证",
-        "The Douyin account must be real-name verified",
-        "请账号实名人在抖音 App 中完成实名认证",
-        "Ask the account holder to finish real-name verification in the Douyin app",
+        _l("The Douyin account must be real-name verified"),
+        _l("Ask the account holder to finish real-name verification in the Douyin app"),
     ),
     "ACCOUNT_NOT_NORMAL": (
-        "抖音账号状态需正常（未被限制或封禁）",
-        "The Douyin account must be in normal status (not restricted or banned)",
-        "处理账号的限制或封禁后再申请",
-        "Resolve the account's restriction or ban, then apply again",
+        _l("The Douyin account must be in normal status (not restricted or banned)"),
+        _l("Resolve the account's restriction or ban, then apply again"),
     ),
     "ACCOUNT_HAS_VIOLATIONS": (
-        "抖音账号近 90 天违规次数超过上限",
-        "The Douyin account has too many violations in the last 90 days",
-        "违规记录满 90 天后或申诉成功后再申请",
-        "Apply again once the violations are older than 90 days or appealed",
+        _l("The Douyin account has too many violations in the last 90 days"),
+        _l("Apply again once the violations are older than 90 days or appealed"),
     ),
     "ALREADY_UPGRADED": (
-        "抖音账号不能是已升级的官方账号",
-        "The account must not be upgraded already",
-        "该账号已升级，无需再次申请",
-        "The account is already upgraded; nothing to do",
+        _l("The account must not be upgraded already"),
+        _l("The account is already upgraded; nothing to do"),
     ),
     "APPLICATION_IN_PROGRESS": (
-        "店铺不能有其他进行中的升级申请",
-        "The shop must have no other application in progress",
-        "等待当前申请完成，或撤回后再申请",
-        "Wait for the current application to finish, or withdraw it",
+        _l("The shop must have no other application in progress"),
+        _l("Wait for the current application to finish, or withdraw it"),
     ),
     "QUOTA_EXHAUSTED": (
-        "资质主体需有可用的账号类型额度",
-        "The subject must have a free account-type slot",
-        "主账号、垂直号、专用号额度均已用完；可取消其他店铺的自动升级以释放额度",
-        "Main, vertical and dedicated slots are all in use; cancelling another shop's auto upgrade frees one",
+        _l("The subject must have a free account-type slot"),
+        _l("Main, vertical and dedicated slots are all in use; cancelling another shop's auto upgrade frees one"),
     ),
     "TYPE_QUOTA_EXHAUSTED": (
-        "所选账号类型需有可用额度",
-        "The chosen account type must have a free slot",
-        "改选其他账号类型，或不选择类型由系统按主账号→垂直号→专用号顺序分配",
-        "Choose another type, or none to get main → vertical → dedicated in order",
+        _l("The chosen account type must have a free slot"),
+        _l("Choose another type, or none to get main → vertical → dedicated in order"),
     ),
     "VERTICAL_NOT_AVAILABLE": (
-        "资质主体需可使用垂直号（跨境商家没有垂直号）",
-        "The subject must be allowed vertical accounts (cross-border subjects have none)",
-        "跨境商家没有垂直号，请选择主账号或专用号",
-        "Cross-border subjects have no vertical accounts; choose main or dedicated",
+        _l("The subject must be allowed vertical accounts (cross-border subjects have none)"),
+        _l("Cross-border subjects have no vertical accounts; choose main or dedicated"),
     ),
     "OPERATOR_LIMIT_REACHED": (
-        "运营人可运营的官方账号数需未达上限",
-        "The operator must be below the limit of official accounts one person may run",
-        "更换运营人，或先为该运营人正在运营的其他账号更换运营人",
-        "Name another operator, or replace this person on one of their other accounts first",
+        _l("The operator must be below the limit of official accounts one person may run"),
+        _l("Name another operator, or replace this person on one of their other accounts first"),
     ),
 }
+NOT_CHECKED = _l("Not checked: no official account is bound")
 
-NOT_CHECKED = ("尚未绑定官方账号，无法检查此项", "Not checked: no official account is bound")
+# What the upgrade changes (R-22, R-24) and what it keeps (R-21), as the holder and the merchant are told.
+WHAT_CHANGES = [
+    _l("The account's usage right belongs to the shop's qualification subject, not to a person"),
+    _l("The shop can replace the operator and rebind the login phone"),
+]
+WHAT_STAYS = [
+    _l("Followers, following and content"),
+    _l("The binding between the account and the shop"),
+    _l("The subject behind the account"),
+]
+
+# Reasons an application ended that are not eligibility checks (R-15, R-16).
+OUTCOMES: dict[str, Message] = {
+    "HOLDER_DECLINED": _l("The account holder declined the upgrade"),
+    "CONFIRMATION_EXPIRED": _l("The account holder did not confirm in time"),
+    "STAFF_REJECTED": _l("Rejected by platform staff"),
+}
+
+
+def reason(code: str, text: str | None = None) -> Reason:
+    """A stored reason (`{"code", "text"?}` on an application) with its words: staff's own text when given."""
+    if code in CHECKS:
+        return Check(code, False).reason()
+    return Reason(code, text or OUTCOMES.get(code) or code)
 
 
 @dataclass(frozen=True)
@@ -100,19 +102,18 @@ class Check:
     passed: bool
     evaluated: bool = True
 
-    def render(self, lang: str) -> dict:
-        zh, en, fix_zh, fix_en = CATALOG[self.code]
-        if not self.evaluated:
-            message = NOT_CHECKED[1] if lang == "en" else NOT_CHECKED[0]
-            fix = CATALOG["ACCOUNT_NOT_BOUND"][3 if lang == "en" else 2]
-        else:
-            message = en if lang == "en" else zh
-            fix = None if self.passed else (fix_en if lang == "en" else fix_zh)
-        return {"code": self.code, "passed": self.passed, "evaluated": self.evaluated, "message": message, "fix": fix}
+    @property
+    def message(self) -> Message:
+        return CHECKS[self.code][0] if self.evaluated else NOT_CHECKED
 
-    def reason(self, lang: str = "zh-CN") -> dict:
-        rendered = self.render(lang)
-        return {"code": self.code, "message": rendered["message"], "fix": rendered["fix"]}
+    @property
+    def fix(self) -> Message | None:
+        if not self.evaluated:
+            return CHECKS["ACCOUNT_NOT_BOUND"][1]
+        return None if self.passed else CHECKS[self.code][1]
+
+    def reason(self) -> Reason:
+        return Reason(self.code, self.message, self.fix)
 
 
 @dataclass(frozen=True)

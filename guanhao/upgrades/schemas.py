@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from guanhao import pii
+from guanhao.i18n import render
 from guanhao.policy import Policy
 from guanhao.schemas import Bool, PersonIn, PersonOut, Reason, RequestBody
 from guanhao.subjects.models import Account, Shop
@@ -143,17 +144,20 @@ class ConfirmationOut(BaseModel):
 
 def render_reasons(reasons: list[dict], lang: str) -> list[dict]:
     out = []
-    for r in reasons:
-        code = r["code"]
-        if code in rules.CATALOG:
-            out.append(rules.Check(code, False).reason(lang))
-        else:
-            from guanhao.upgrades.service import OUTCOME_REASONS
-
-            zh, en = OUTCOME_REASONS.get(code, (code, code))
-            message = r.get("text") or (en if lang == "en" else zh)
-            out.append({"code": code, "message": message, "fix": None})
+    for stored in reasons:
+        r = rules.reason(stored["code"], stored.get("text"))
+        out.append({"code": r.code, "message": render(r.message, lang), "fix": render(r.fix, lang)})
     return out
+
+
+def check_out(check: rules.Check, lang: str) -> dict:
+    return {
+        "code": check.code,
+        "passed": check.passed,
+        "evaluated": check.evaluated,
+        "message": check.message.render(lang),
+        "fix": render(check.fix, lang),
+    }
 
 
 def steps(app: Application) -> list[dict]:

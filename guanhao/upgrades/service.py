@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from guanhao import clock, errors, pii
 from guanhao.audit import service as audit
+from guanhao.db import Session
 from guanhao.events import service as events
+from guanhao.i18n import _l
 from guanhao.operators.models import PendingChange
 from guanhao.policy import Policy
+from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import quotas, rules
 from guanhao.upgrades.models import (
@@ -33,12 +35,7 @@ from guanhao.upgrades.models import (
     State,
 )
 
-# Reason codes that are not eligibility checks: code → (zh-CN, en)
-OUTCOME_REASONS = {
-    "HOLDER_DECLINED": ("账号实名人拒绝了升级", "The account holder declined the upgrade"),
-    "CONFIRMATION_EXPIRED": ("账号实名人未在有效期内确认", "The account holder did not confirm in time"),
-    "STAFF_REJECTED": ("平台审核未通过", "Rejected by platform staff"),
-}
+NOT_WAITING_FOR_STAFF = _l("Only applications waiting for staff review can be approved or rejected")
 
 # Codes that may stand alone as the error code of a refused submit (API.md: 409 list).
 _SPECIFIC_409 = {
@@ -61,6 +58,15 @@ class Context:
 
 
 # ---------------------------------------------------------------- reading the world
+
+
+@subjects.guard_shop_moves
+def keep_shop_in_place(session: Session, shop: Shop) -> None:
+    """R-21: an upgraded (or upgrading) shop keeps its binding and its subject."""
+    if official_account(session, shop.id) is not None:
+        raise errors.AlreadyUpgraded(_l("The shop's official account is upgraded; its binding and subject are kept"))
+    if active_application(session, shop.id) is not None:
+        raise errors.ApplicationInProgress(_l("An upgrade application for this shop is in progress"))
 
 
 def bound_followers(session: Session, subject_id: str) -> int:
@@ -154,11 +160,11 @@ def subject_quotas(session: Session, subject: Subject, policy: Policy) -> dict:
 
 def refusal(failures: list[rules.Check]) -> errors.DomainError:
     """The error for failed checks; reasons carry codes only and are worded in the caller's language on the way out."""
-    reasons = [{"code": c.code} for c in failures]
-    codes = ", ".join(c.code for c in failures)
+    reasons = [c.reason() for c in failures]
+    detail = _l("Failed checks: {codes}", codes=", ".join(c.code for c in failures))
     if len(failures) == 1 and failures[0].code in _SPECIFIC_409:
-        return errors.BY_CODE[failures[0].code](codes, reasons=reasons)
-    return errors.NotEligible(f"failed checks: {codes}", reasons=reasons)
+        return errors.BY_CODE[failures[0].code](detail, reasons=reasons)
+    return errors.NotEligible(detail, reasons=reasons)
 
 
 # ---------------------------------------------------------------- the state machine
@@ -177,7 +183,9 @@ def _transition(
     # Lock the row and read its state as committed; a concurrent verb waits here, then sees ours.
     current = State(session.scalar(select(Application.status).where(Application.id == app.id).with_for_update()))
     if to not in TRANSITIONS[current]:
-        raise errors.InvalidTransition(f"an application in state {current} cannot become {to}")
+        raise errors.InvalidTransition(
+            _l("An application in state {state} cannot become {to}", state=current.value, to=to.value)
+        )
     app.status = to.value
     app.updated_at = now
     if reasons is not None:
@@ -235,10 +243,10 @@ def submit(
 ) -> Application:
     """SPEC R-10, R-15, R-19, R-32, R-33, R-40, R-41: a merchant's application, slots reserved at once."""
     if not agree_terms:
-        raise errors.TermsNotAccepted("agree_terms must be true: the merchant must accept the upgrade agreement")
+        raise errors.TermsNotAccepted(_l("agree_terms must be true: the merchant must accept the upgrade agreement"))
     shop = session.get(Shop, shop_id, with_for_update=True)
     if shop is None:
-        raise errors.NotFound(f"shop {shop_id} not found")
+        raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
     ctx = gather(session, shop, policy, now=now, explicit_type=account_type, operator=operator)
     checks, resolved = rules.evaluate(policy, ctx.facts)
     failures = rules.failed(checks)
@@ -279,7 +287,7 @@ def submit(
             session.add(app)
             session.flush()
     except IntegrityError:
-        raise errors.ApplicationInProgress("an upgrade application for this shop is already in progress") from None
+        raise errors.ApplicationInProgress(_l("An upgrade application for this shop is already in progress")) from None
 
     app.account_type = _reserve_type(session, app, ctx, explicit=account_type, first=resolved, now=now)
     if (
@@ -293,7 +301,7 @@ def submit(
         )
         is None
     ):
-        raise errors.OperatorLimitReached("the operator already runs the most official accounts allowed")
+        raise errors.OperatorLimitReached(_l("The operator already runs the most official accounts allowed"))
 
     session.add(
         Consent(
@@ -356,8 +364,8 @@ def _reserve_type(
         if quotas.reserve(session, pool, totals[candidate], application_id=app.id, account_id=app.account_id, now=now):
             return candidate
     if explicit:
-        raise errors.TypeQuotaExhausted(f"no {explicit} slot left for this subject")
-    raise errors.QuotaExhausted("no account-type slot left for this subject")
+        raise errors.TypeQuotaExhausted(_l("No {type} slot left for this subject", type=explicit))
+    raise errors.QuotaExhausted(_l("No account-type slot left for this subject"))
 
 
 def _notify_holder(
@@ -385,7 +393,7 @@ def by_token(session: Session, token: str, *, lock: bool = False) -> Application
     stmt = select(Application).where(Application.confirmation_token_hash == _token_hash(token))
     app = session.scalar(stmt.with_for_update() if lock else stmt)
     if app is None:
-        raise errors.NotFound("no such confirmation")
+        raise errors.NotFound(_l("No such confirmation"))
     return app
 
 
@@ -422,9 +430,9 @@ def _holder_answers(session: Session, token: str, decision: str, policy: Policy,
 
 def _refuse_if_confirmation_closed(app: Application, now: dt.datetime) -> None:
     if app.status != State.SUBMITTED:
-        raise errors.InvalidTransition(f"the confirmation is closed: the application is {app.status}")
+        raise errors.InvalidTransition(_l("The confirmation is closed: the application is {status}", status=app.status))
     if app.confirmation_expires_at is not None and now >= app.confirmation_expires_at:
-        raise errors.InvalidTransition("the confirmation has expired")
+        raise errors.ConfirmationExpired(_l("The confirmation has expired"))
 
 
 def review(
@@ -473,9 +481,7 @@ def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datet
 def approve(session: Session, application_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
     app = get_application(session, application_id, lock=True)
     if app.status != State.REVIEWING or not app.awaiting_staff:
-        raise errors.InvalidTransition(
-            f"only applications waiting for staff review can be approved (this one is {app.status})"
-        )
+        raise errors.InvalidTransition(NOT_WAITING_FOR_STAFF)
     failures = recheck(session, app, policy, now=now)
     if failures:
         raise refusal(failures)
@@ -487,9 +493,7 @@ def approve(session: Session, application_id: str, policy: Policy, *, actor: str
 def staff_reject(session: Session, application_id: str, *, reason: str, actor: str, now: dt.datetime) -> Application:
     app = get_application(session, application_id, lock=True)
     if app.status != State.REVIEWING or not app.awaiting_staff:
-        raise errors.InvalidTransition(
-            f"only applications waiting for staff review can be rejected (this one is {app.status})"
-        )
+        raise errors.InvalidTransition(NOT_WAITING_FOR_STAFF)
     app.awaiting_staff = False
     app.reviewed_at = now
     _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}])
@@ -568,7 +572,7 @@ def get_application(session: Session, application_id: str, *, lock: bool = False
         stmt = stmt.with_for_update()
     app = session.scalar(stmt)
     if app is None:
-        raise errors.NotFound(f"application {application_id} not found")
+        raise errors.NotFound(_l("Application {application_id} not found", application_id=application_id))
     return app
 
 
@@ -613,12 +617,12 @@ def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: d
     """取消升级 (SPEC R-12, R-13): within the window of an auto upgrade, back to exactly the state before."""
     record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
     if record is None:
-        raise errors.NotUpgraded("the shop's official account is not upgraded")
+        raise errors.NotUpgraded(_l("The shop's official account is not upgraded"))
     if record.origin == Origin.MANUAL and not policy.cancel.allow_manual:
-        raise errors.CancelNotAllowed("a manual upgrade cannot be cancelled")
+        raise errors.CancelNotAllowed(_l("A manual upgrade cannot be cancelled"))
     if record.cancel_deadline is None or now >= record.cancel_deadline:
         raise errors.CancelWindowClosed(
-            f"the upgrade could be cancelled until {record.cancel_deadline.isoformat() if record.cancel_deadline else 'never'}"
+            _l("The upgrade could be cancelled until {deadline}", deadline=record.cancel_deadline.isoformat())
         )
     app = get_application(session, record.application_id, lock=True)
     account = session.get(Account, record.account_id, with_for_update=True)

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import any_, bindparam, case, exists, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from guanhao import clock, errors
 from guanhao.audit import service as audit
-from guanhao.db import bulk_insert, session_scope
+from guanhao.db import Session, bulk_insert, session_scope
 from guanhao.events import service as events
+from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import quotas, rules
@@ -70,7 +70,7 @@ def start(
     session: Session, *, limit: int, min_score: float | None, policy: Policy, actor: str, now: dt.datetime
 ) -> Wave:
     if limit < 0:
-        raise errors.ValidationFailed("limit must be ≥ 0")
+        raise errors.ValidationFailed(_l("The limit must be 0 or more"))
     wave = Wave(
         id="wave_" + uuid.uuid4().hex[:16],
         status="running",
@@ -101,7 +101,7 @@ def start(
 def get(session: Session, wave_id: str) -> Wave:
     wave = session.get(Wave, wave_id)
     if wave is None:
-        raise errors.NotFound(f"wave {wave_id} not found")
+        raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
     return wave
 
 
@@ -183,7 +183,7 @@ def reopen(session: Session, wave_id: str, *, now: dt.datetime) -> Wave:
     """For `waves resume`: a wave that died (or was marked done by a worker that lost a race) runs again."""
     wave = session.get(Wave, wave_id, with_for_update=True)
     if wave is None:
-        raise errors.NotFound(f"wave {wave_id} not found")
+        raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
     if wave.status != "running" and wave.upgraded < wave.limit:
         wave.status, wave.finished_at, wave.error, wave.updated_at = "running", None, None, now
     return wave

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import httpx
 import structlog
 from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import aliased
 
 from guanhao import errors, pii
+from guanhao.db import Session
 from guanhao.events.models import OutboxEvent
+from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -92,7 +94,7 @@ def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> 
     """A removed endpoint gets nothing more: what was still queued for it is dead-lettered, visibly."""
     endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
     if endpoint is None or not endpoint.active:
-        raise errors.NotFound(f"webhook endpoint {endpoint_id} not found")
+        raise errors.NotFound(_l("Webhook endpoint {endpoint_id} not found", endpoint_id=endpoint_id))
     endpoint.active = False
     session.execute(
         update(WebhookDelivery)
@@ -278,11 +280,11 @@ def backoff(policy: Policy, attempts: int, jitter: Callable[[], float] = random.
 def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> WebhookDelivery:
     delivery = session.get(WebhookDelivery, delivery_seq, with_for_update=True)
     if delivery is None:
-        raise errors.NotFound(f"delivery {delivery_seq} not found")
+        raise errors.NotFound(_l("Delivery {delivery_id} not found", delivery_id=delivery_seq))
     if delivery.status != "dead":
-        raise errors.InvalidTransition("only dead-lettered deliveries can be sent again")
+        raise errors.InvalidTransition(_l("Only dead-lettered deliveries can be sent again"))
     if not session.get(WebhookEndpoint, delivery.endpoint_id).active:
-        raise errors.InvalidTransition("the delivery's webhook endpoint was removed")
+        raise errors.InvalidTransition(_l("The delivery's webhook endpoint was removed"))
     delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.leased_until = "pending", 0, now, None
     session.flush()
     return delivery

@@ -233,15 +233,17 @@ def _has_cjk(text: str) -> bool:
     return any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
-@pytest.mark.parametrize("code", list(rules.CATALOG))
+@pytest.mark.parametrize("code", list(rules.CHECKS))
 def test_r04_every_check_has_zh_and_en_message_and_a_fix_when_failed(code):
     """R-03, R-04 a stable code, a zh-CN and an en message, and what to do about it."""
-    zh, en = rules.Check(code, False).render("zh-CN"), rules.Check(code, False).render("en")
+    check = rules.Check(code, False)
+    zh = {"message": check.message.render("zh-CN"), "fix": check.fix.render("zh-CN")}
+    en = {"message": check.message.render("en"), "fix": check.fix.render("en")}
     assert zh["message"] != en["message"]
     assert _has_cjk(zh["message"]) and _has_cjk(zh["fix"])
     assert not _has_cjk(en["message"]) and not _has_cjk(en["fix"])
     assert zh["fix"] and en["fix"]
-    assert rules.Check(code, True).render("en")["fix"] is None
+    assert rules.Check(code, True).fix is None
 
 
 # ---------------------------------------------------------------- R-30 / R-31: quota totals

@@ -7,6 +7,7 @@ from guanhao.http import Admin
 from guanhao.posting import service
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.subjects import service as subjects
+from guanhao.upgrades import service as upgrades
 
 router = APIRouter(tags=["posting quota"])
 
@@ -35,7 +36,8 @@ def _out(account_id: str, q: service.Quota) -> dict:
 def posting_quota(account_id: IdPath, call: Admin):
     with call.unit() as (session, now):
         subjects.get_account(session, account_id)
-        return _out(account_id, service.quota(session, account_id, call.policy, now=now))
+        upgraded = upgrades.is_upgraded(session, account_id)
+        return _out(account_id, service.quota(session, account_id, call.policy, upgraded=upgraded, now=now))
 
 
 @router.post(
@@ -48,4 +50,5 @@ def record_post(account_id: IdPath, call: Admin):
     """Platform systems ask before a post is published; 429 DAILY_POST_LIMIT_REACHED refuses it."""
     with call.unit() as (session, now):
         subjects.get_account(session, account_id)
-        return _out(account_id, service.record_post(session, account_id, call.policy, now=now))
+        upgraded = upgrades.is_upgraded(session, account_id)
+        return _out(account_id, service.record_post(session, account_id, call.policy, upgraded=upgraded, now=now))

@@ -12,7 +12,6 @@ from guanhao.db import Session
 from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.posting.models import PostingCounter
-from guanhao.upgrades.models import OfficialAccount
 
 
 @dataclass(frozen=True)
@@ -31,25 +30,25 @@ def posting_day(policy: Policy, now: dt.datetime) -> dt.date:
     return now.astimezone(ZoneInfo(policy.posting.timezone)).date()
 
 
-def daily_limit(session: Session, account_id: str, policy: Policy) -> int:
-    upgraded = session.scalar(select(OfficialAccount.account_id).where(OfficialAccount.account_id == account_id))
+def daily_limit(policy: Policy, *, upgraded: bool) -> int:
+    """R-23: the posts an account may make in a day — 75 before the upgrade, 100 after (policy)."""
     return policy.posting.limit_after if upgraded else policy.posting.limit_before
 
 
-def quota(session: Session, account_id: str, policy: Policy, *, now: dt.datetime) -> Quota:
+def quota(session: Session, account_id: str, policy: Policy, *, upgraded: bool, now: dt.datetime) -> Quota:
     day = posting_day(policy, now)
     used = session.scalar(
         select(PostingCounter.used).where(PostingCounter.account_id == account_id, PostingCounter.day == day)
     )
-    return Quota(limit=daily_limit(session, account_id, policy), used=used or 0, day=day)
+    return Quota(limit=daily_limit(policy, upgraded=upgraded), used=used or 0, day=day)
 
 
-def record_post(session: Session, account_id: str, policy: Policy, *, now: dt.datetime) -> Quota:
+def record_post(session: Session, account_id: str, policy: Policy, *, upgraded: bool, now: dt.datetime) -> Quota:
     """Counts one post, or refuses with DAILY_POST_LIMIT_REACHED. One statement: insert the day's
     first post, or add one where the count is still below the limit — the row lock of the upsert
     serialises concurrent posts, and the WHERE makes the 76th (or 101st) a no-op."""
     day = posting_day(policy, now)
-    limit = daily_limit(session, account_id, policy)
+    limit = daily_limit(policy, upgraded=upgraded)
     if limit <= 0:
         raise errors.DailyPostLimitReached(_l("The daily limit is {limit}", limit=limit))
     dialect = session.get_bind().dialect.name

@@ -56,15 +56,7 @@ def _visible_application(session, call, application_id: str, *, lock: bool = Fal
 def get_official_account(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
-        account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
-        return official_account_out(
-            shop,
-            account,
-            service.official_account(session, shop.id),
-            service.active_application(session, shop.id),
-            call.policy,
-            now=now,
-        )
+        return official_account_out(service.official_view(session, shop, call.policy, now=now))
 
 
 @router.get("/shops/{shop_id}/eligibility", response_model=EligibilityOut, responses=_READ)
@@ -229,8 +221,7 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
         service.cancel(session, shop_id, call.policy, actor=call.actor, now=now)
-        account = session.get(Account, shop.official_account_id)
-        return official_account_out(shop, account, None, None, call.policy, now=now)
+        return official_account_out(service.official_view(session, shop, call.policy, now=now))
 
 
 @router.get(

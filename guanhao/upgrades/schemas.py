@@ -5,11 +5,10 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from guanhao import pii
 from guanhao.i18n import render
-from guanhao.policy import Policy
 from guanhao.schemas import Bool, PersonIn, PersonOut, Reason, RequestBody
-from guanhao.subjects.models import Account, Shop
 from guanhao.upgrades import rules
-from guanhao.upgrades.models import Application, Consent, OfficialAccount, Origin, State
+from guanhao.upgrades.models import Application, Consent, Origin, State
+from guanhao.upgrades.service import OfficialView
 
 AccountTypeName = Literal["main", "vertical", "dedicated"]
 StatusName = Literal["submitted", "reviewing", "succeeded", "rejected", "expired", "withdrawn", "cancelled"]
@@ -233,46 +232,30 @@ def consent_out(c: Consent) -> dict:
     }
 
 
-def official_account_out(
-    shop: Shop,
-    account: Account | None,
-    record: OfficialAccount | None,
-    active: Application | None,
-    policy: Policy,
-    *,
-    now: dt.datetime,
-) -> dict:
-    v = pii.vault()
-    upgraded = record is not None
-    operator = None
-    if upgraded:
-        operator = pii.open_person(
-            record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
-        ).masked()
-    deadline = policy.upgrade_deadline
-    can_cancel = bool(upgraded and record.cancel_deadline is not None and now < record.cancel_deadline)
+def official_account_out(view: OfficialView) -> dict:
+    record, account = view.record, view.account
     return {
-        "shop_id": shop.id,
+        "shop_id": view.shop.id,
         "account": None
         if account is None
         else {
             "account_id": account.id,
             "nickname": account.nickname,
             "followers": account.followers,
-            "login_phone": pii.mask_phone(v.decrypt(account.login_phone_enc, context="login_phone")),
+            "login_phone": view.login_phone,
         },
-        "upgrade_status": "upgraded" if upgraded else ("in_progress" if active is not None else "not_upgraded"),
-        "account_type": record.account_type if upgraded else None,
-        "ownership": "enterprise" if upgraded else "personal",
-        "origin": record.origin if upgraded else None,
-        "upgraded_at": record.upgraded_at if upgraded else None,
-        "operator": operator,
-        "daily_post_limit": policy.posting.limit_after if upgraded else policy.posting.limit_before,
-        "can_cancel": can_cancel,
-        "cancel_deadline": record.cancel_deadline if upgraded else None,
-        "can_sell_as_official": account is not None and (upgraded or deadline is None or now < deadline),
-        "upgrade_deadline": deadline,
-        "active_application_id": active.id if active is not None else None,
+        "upgrade_status": view.upgrade_status,
+        "account_type": record.account_type if record else None,
+        "ownership": "enterprise" if record else "personal",
+        "origin": record.origin if record else None,
+        "upgraded_at": record.upgraded_at if record else None,
+        "operator": view.operator,
+        "daily_post_limit": view.daily_post_limit,
+        "can_cancel": view.can_cancel,
+        "cancel_deadline": record.cancel_deadline if record else None,
+        "can_sell_as_official": view.can_sell_as_official,
+        "upgrade_deadline": view.upgrade_deadline,
+        "active_application_id": view.active.id if view.active is not None else None,
     }
 
 

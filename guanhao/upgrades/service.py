@@ -20,6 +20,7 @@ from guanhao.events import service as events
 from guanhao.i18n import _l
 from guanhao.operators.models import PendingChange
 from guanhao.policy import Policy
+from guanhao.posting import service as posting
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import quotas, rules
@@ -611,6 +612,89 @@ def official_account(session: Session, shop_id: str) -> OfficialAccount | None:
 
 def confirmation_token(app: Application) -> str | None:
     return pii.vault().decrypt(app.confirmation_token_enc, context="confirmation_token")
+
+
+# ---------------------------------------------------------------- the official account as the merchant sees it
+
+
+def is_upgraded(session: Session, account_id: str) -> bool:
+    return session.get(OfficialAccount, account_id) is not None
+
+
+def can_cancel(record: OfficialAccount | None, policy: Policy, *, now: dt.datetime) -> bool:
+    """R-12: the merchant may still cancel this upgrade (取消升级)."""
+    return record is not None and cancel_refusal(record, policy, now=now) is None
+
+
+def cancel_refusal(record: OfficialAccount, policy: Policy, *, now: dt.datetime) -> errors.DomainError | None:
+    """R-12: why this upgrade can no longer be cancelled — an auto upgrade within 30 days (policy) of its
+    success can be; a manual one cannot (policy); at the deadline itself the window is closed."""
+    if record.origin == Origin.MANUAL and not policy.cancel.allow_manual:
+        return errors.CancelNotAllowed(_l("A manual upgrade cannot be cancelled"))
+    if record.cancel_deadline is None or now >= record.cancel_deadline:
+        deadline = record.cancel_deadline or record.upgraded_at
+        return errors.CancelWindowClosed(
+            _l("The upgrade could be cancelled until {deadline}", deadline=deadline.isoformat())
+        )
+    return None
+
+
+def can_sell_as_official(policy: Policy, *, bound: bool, upgraded: bool, now: dt.datetime) -> bool:
+    """R-14: after the platform's upgrade deadline only an upgraded official account sells as the shop."""
+    deadline = policy.upgrade_deadline
+    return bound and (upgraded or deadline is None or now < deadline)
+
+
+@dataclass(frozen=True)
+class OfficialView:
+    """A shop's official account (店铺官方账号) with every rule's answer, for the API and the consoles alike."""
+
+    shop: Shop
+    account: Account | None
+    record: OfficialAccount | None
+    active: Application | None
+    can_cancel: bool
+    daily_post_limit: int
+    can_sell_as_official: bool
+    upgrade_deadline: dt.datetime | None
+
+    @property
+    def upgrade_status(self) -> str:
+        if self.record is not None:
+            return "upgraded"
+        return "in_progress" if self.active is not None else "not_upgraded"
+
+    @property
+    def operator(self) -> dict | None:
+        """The masked operator (运营人) of the upgraded account."""
+        if self.record is None:
+            return None
+        r = self.record
+        return pii.open_person(
+            r.operator_name_enc, r.operator_id_number_enc, r.operator_phone_enc, context="person"
+        ).masked()
+
+    @property
+    def login_phone(self) -> str | None:
+        return (
+            None if self.account is None else pii.masked_phone_from(self.account.login_phone_enc, context="login_phone")
+        )
+
+
+def official_view(session: Session, shop: Shop, policy: Policy, *, now: dt.datetime) -> OfficialView:
+    account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
+    record = official_account(session, shop.id)
+    upgraded = record is not None
+    return OfficialView(
+        shop=shop,
+        account=account,
+        record=record,
+        active=None if upgraded else active_application(session, shop.id),
+        can_cancel=can_cancel(record, policy, now=now),
+        daily_post_limit=posting.daily_limit(policy, upgraded=upgraded),
+        can_sell_as_official=can_sell_as_official(policy, bound=account is not None, upgraded=upgraded, now=now),
+        upgrade_deadline=policy.upgrade_deadline,
+    )
 
 
 def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:

@@ -149,7 +149,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Database errors are answered inside the route's middleware (503 when busy or unreachable).
+    # Database errors are answered here, like any refusal (503 when busy or unreachable), rather than by
+    # the server-error fallback, which re-raises them after answering.
     app.add_exception_handler(DBAPIError, _unexpected)
     app.add_exception_handler(PoolTimeout, _unexpected)
     app.add_exception_handler(Exception, _unexpected)

@@ -8,11 +8,14 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import make_asgi_app
 
 from guanhao import __version__, problems
+from guanhao.bodies import BodyMiddleware
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.settings import get_settings
 
 API = "/api/v1"
+# The one route whose body is read as a stream (NDJSON), with its own size limit.
+IMPORT_PATH = f"{API}/import"
 log = structlog.get_logger("guanhao.app")
 
 
@@ -81,7 +84,16 @@ def create_app() -> FastAPI:
 
     app.mount("/metrics", make_asgi_app())
     app.openapi = lambda: _openapi(app)
-    app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw)
+    # Outermost last: access log → body limits and strict JSON → Idempotency-Key → the app (auth is in the routes).
+    streamed = {IMPORT_PATH: settings.max_import_bytes}
+    app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw, streamed=frozenset(streamed))
+    app.add_middleware(
+        BodyMiddleware,
+        limit=settings.max_body_bytes,
+        streamed=streamed,
+        json_prefix=f"{API}/",
+        render_error=problems.render_raw,
+    )
     app.add_middleware(AccessLogMiddleware)
     return app
 
@@ -114,7 +126,24 @@ def _openapi(app: FastAPI) -> dict:
                     resp["content"] = {"application/problem+json": {"schema": problem_ref}}
                     if status == "422":
                         resp["description"] = "Invalid input (VALIDATION_ERROR, INVALID_ID_NUMBER, INVALID_PHONE, …)"
+                    if status in ("429", "503"):
+                        resp["headers"] = {"Retry-After": _RETRY_AFTER}
             if method in ("post", "put", "patch", "delete"):
+                # Every body is sized (and JSON parsed) before anything else, authentication included.
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Malformed body (MALFORMED_BODY)",
+                        "content": {"application/problem+json": {"schema": problem_ref}},
+                    },
+                )
+                responses.setdefault(
+                    "413",
+                    {
+                        "description": "Body past the size limit (PAYLOAD_TOO_LARGE)",
+                        "content": {"application/problem+json": {"schema": problem_ref}},
+                    },
+                )
                 op.setdefault("parameters", []).append(
                     {
                         "name": "Idempotency-Key",
@@ -124,19 +153,13 @@ def _openapi(app: FastAPI) -> dict:
                         "description": "same key + same request replays the first response",
                     }
                 )
-                if op.get("requestBody"):
-                    responses.setdefault(
-                        "400",
-                        {
-                            "description": "Malformed body (MALFORMED_BODY)",
-                            "content": {"application/problem+json": {"schema": problem_ref}},
-                        },
-                    )
             if not path.startswith(f"{API}/confirmations") and path != f"{API}/health":
                 op["security"] = [{"bearer": []}]
     app.openapi_schema = schema
     return schema
 
+
+_RETRY_AFTER = {"description": "seconds to wait before trying again", "required": True, "schema": {"type": "integer"}}
 
 _DESCRIPTION = """Shop official account upgrade (店铺官方账号升级): eligibility, consent, review, account-type quotas,
 operators, audit and events. Errors are RFC 9457 problem+json with a stable `code`.

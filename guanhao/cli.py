@@ -110,7 +110,9 @@ def api_keys_create(
             console.print(f"[red]subject {subject} is not known[/red]")
             raise typer.Exit(2)
         try:
-            key, token = auth.create_key(session, role=role, subject_id=subject, label=label, now=clock.now(session))
+            key, token = auth.create_key(
+                session, role=role, subject_id=subject, label=label, actor="cli", now=clock.now(session)
+            )
         except DomainError as exc:
             console.print(f"[red]{exc.detail}[/red]")
             raise typer.Exit(2) from None

@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, insert, orm, text
+from sqlalchemy import DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert, orm, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -211,6 +212,15 @@ def refusing(session: orm.Session, error: Exception) -> Iterator[None]:
             session.flush()
     except IntegrityError:
         raise error from None
+
+
+def among(session: orm.Session, column: Any, values: Iterable[Any]) -> Any:
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter: the statement text stays the same
+    whatever the number of values (no re-rendering of thousands of placeholders, and psycopg can prepare it)."""
+    values = list(values)
+    if is_postgres(session):
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 COPY_MIN_ROWS = 20

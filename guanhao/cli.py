@@ -318,18 +318,16 @@ def events_deliver(
     import signal
     import threading
 
-    import httpx
-
     from guanhao import logs
     from guanhao.policy import get_policy
-    from guanhao.webhooks import worker
+    from guanhao.webhooks import targets, worker
 
     _startup_checks()
     _upgrade_schema()
     logs.configure(get_settings().log_level)
     policy = get_policy()
     if once:
-        with httpx.Client() as client:
+        with targets.client(sandbox=get_settings().sandbox) as client:
             tally = worker.run_once(policy, client)
         console.print(
             f"queued {tally.queued}, delivered {tally.delivered}, retrying {tally.retrying}, dead {tally.dead}"

@@ -2,22 +2,37 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from guanhao import clock
+from guanhao import clock, errors
+from guanhao.events import types as event_types
 from guanhao.http import Admin
+from guanhao.i18n import _l
 from guanhao.schemas import INT32_MAX, IdPath, RequestBody, problem_responses
-from guanhao.webhooks import service
+from guanhao.settings import get_settings
+from guanhao.webhooks import service, targets
 from guanhao.webhooks.models import WebhookDelivery
 
 router = APIRouter(prefix="/admin", tags=["webhooks"])
 
 
+def _known_type(value: str) -> str:
+    if value not in event_types.KNOWN:
+        raise PydanticCustomError("unknown_event_type", "not an event type this service emits")
+    return value
+
+
+EventType = Annotated[
+    str, AfterValidator(_known_type), WithJsonSchema({"type": "string", "enum": list(event_types.TYPES)})
+]
+
+
 class EndpointIn(RequestBody):
-    url: AnyHttpUrl
-    event_types: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(
-        default=None, description="omit for every event type"
+    url: AnyHttpUrl = Field(
+        description="https:// to a host with public addresses only (sandbox mode: http:// and loopback too)"
     )
+    event_types: list[EventType] | None = Field(default=None, description="omit for every event type")
 
 
 class EndpointOut(BaseModel):
@@ -80,8 +95,15 @@ def _delivery_out(d: WebhookDelivery) -> dict:
     responses=problem_responses(400, 401, 403, 422),
 )
 def create_endpoint(body: EndpointIn, call: Admin):
+    try:
+        target = targets.check(str(body.url), sandbox=get_settings().sandbox)
+    except targets.Refused as exc:
+        raise errors.ValidationFailed(
+            _l("The webhook URL is not allowed: {reason}", reason=exc.reason),
+            errors=[{"field": "url", "type": "url_not_allowed", "message": exc.reason.render("en")}],
+        ) from None
     with call.unit() as (session, now):
-        endpoint, secret = service.create_endpoint(session, url=str(body.url), event_types=body.event_types, now=now)
+        endpoint, secret = service.create_endpoint(session, target=target, event_types=body.event_types, now=now)
         return {**_endpoint_out(endpoint), "secret": secret}
 
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import make_asgi_app
 
-from guanhao import __version__, problems
+from guanhao import __version__, docs, problems
 from guanhao.bodies import BodyMiddleware
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
@@ -42,10 +42,11 @@ def create_app() -> FastAPI:
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
         version=__version__,
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,
         redoc_url=None,
     )
     problems.install(app)
+    docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
 
     from guanhao import jobs
     from guanhao.audit import api as audit_api

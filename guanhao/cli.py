@@ -49,6 +49,18 @@ def db_upgrade() -> None:
     console.print(f"schema up to date on {get_engine_url()}")
 
 
+def _links_follow(host: str, port: int) -> None:
+    """Links handed out (confirmation URLs, SMS text, printed examples) point at this host and port, unless
+    GUANHAO_PUBLIC_URL says otherwise. Set in the environment: worker processes inherit it."""
+    import os
+
+    from guanhao.settings import public_url_for
+
+    if not os.environ.get("GUANHAO_PUBLIC_URL"):
+        os.environ["GUANHAO_PUBLIC_URL"] = public_url_for(host, port)
+        get_settings.cache_clear()
+
+
 def get_engine_url() -> str:
     from guanhao.db import get_engine
 
@@ -72,13 +84,17 @@ def serve(
     if deliver_webhooks:
         os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "1"
         get_settings.cache_clear()
+    _links_follow(host, port)
 
     from guanhao import logs
 
     _startup_checks()
     _upgrade_schema()
     logs.configure(get_settings().log_level)
-    console.print(f"guanhao on http://{host}:{port}  database {get_engine_url()}  sandbox={get_settings().sandbox}")
+    console.print(
+        f"guanhao on http://{host}:{port}  links {get_settings().public_url}  "
+        f"database {get_engine_url()}  sandbox={get_settings().sandbox}"
+    )
     uvicorn.run(
         "guanhao.app:create_app",
         factory=True,
@@ -140,10 +156,14 @@ def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | pu
 @app.command("demo-data")
 def demo_data(
     reset: Annotated[bool, typer.Option(help="load even if demo data is there already")] = False,
+    host: Annotated[str | None, typer.Option(help="the address `serve` will listen on, for the links printed")] = None,
+    port: Annotated[int | None, typer.Option(help="the port `serve` will listen on, for the links printed")] = None,
 ) -> None:
     """Load demo subjects, shops and accounts covering every state, and print credentials and example calls."""
     from guanhao import demo
 
+    if host is not None or port is not None:
+        _links_follow(host or "127.0.0.1", port or 8000)
     _startup_checks()
     _upgrade_schema()
     demo.load(console, reset=reset)

@@ -197,18 +197,20 @@ class IdempotencyMiddleware:
         await self._run(scope, hashing_receive, send, caller, key, digest.hexdigest)
 
     async def _run(self, scope, receive, send, caller: str, key: str, request_hash) -> None:
-        captured = {"status": 500, "content_type": None}
+        status = 500
+        content_type: str | None = None
         body: list[bytes] = []
         # Held back until the key is recorded as done: a client that has the response and retries
         # must get the replay, not IDEMPOTENCY_KEY_IN_FLIGHT.
         held: list[dict] = []
 
         async def capture_send(message):
+            nonlocal status, content_type
             if message["type"] == "http.response.start":
-                captured["status"] = message["status"]
+                status = message["status"]
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
-                        captured["content_type"] = value.decode("latin-1")
+                        content_type = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 body.append(message.get("body", b""))
             held.append(message)
@@ -218,9 +220,7 @@ class IdempotencyMiddleware:
         except BaseException:
             await anyio.to_thread.run_sync(_release, caller, key)
             raise
-        await anyio.to_thread.run_sync(
-            _finish, caller, key, captured["status"], captured["content_type"], b"".join(body), request_hash()
-        )
+        await anyio.to_thread.run_sync(_finish, caller, key, status, content_type, b"".join(body), request_hash())
         for message in held:
             await send(message)
 

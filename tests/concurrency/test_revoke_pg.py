@@ -26,7 +26,9 @@ def test_r60_no_write_of_a_key_commits_after_its_revoke(live_server, driver, adm
         with httpx.Client(base_url=live_server, timeout=30) as client:
             for i in range(10_000):
                 r = client.put(
-                    f"{API}/subjects/race-{n}", json={"name": f"主体 {i}", "subject_type": "enterprise"}, headers=headers
+                    f"{API}/subjects/race-{n}",
+                    json={"name": f"主体 {i}", "subject_type": "enterprise"},
+                    headers=headers,
                 )
                 with lock:
                     outcomes.append(r.status_code)

@@ -147,8 +147,8 @@ RenderError = Callable[[Any, Any, Any, errors.DomainError], Awaitable[None]]
 
 
 class BodyMiddleware:
-    """Sizes every request body; buffers (linearly) and parses the JSON bodies of mutating requests under
-    `json_prefix`; counts the bytes of every other body as they pass. `streamed` maps the paths whose
+    """Sizes every request body; buffers (linearly) and parses the JSON bodies (by Content-Type) of mutating
+    requests under `json_prefix`; counts the bytes of every other body as they pass. `streamed` maps the paths whose
     bodies are read as a stream by their route to their own limit."""
 
     def __init__(self, app, *, limit: int, streamed: dict[str, int], json_prefix: str, render_error: RenderError):
@@ -166,7 +166,12 @@ class BodyMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             return await self.render_error(scope, receive, send, too_large(limit))
-        buffered = scope["method"] in MUTATING and path.startswith(self.json_prefix) and path not in self.streamed
+        buffered = (
+            scope["method"] in MUTATING
+            and path.startswith(self.json_prefix)
+            and path not in self.streamed
+            and _is_json(scope)
+        )
         if not buffered:
             return await self.app(scope, counting(receive, limit), send)
 
@@ -190,6 +195,15 @@ class BodyMiddleware:
             except Unacceptable as exc:
                 return await self.render_error(scope, receive, send, errors.MalformedBody(exc.reason))
         await self.app(scope, replaying(body, receive), send)
+
+
+def _is_json(scope) -> bool:
+    """A JSON body by its Content-Type, as FastAPI decides whether to parse one (other bodies it never parses)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            mime = value.decode("latin-1").split(";", 1)[0].strip().lower()
+            return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+    return False
 
 
 def _content_length(scope) -> int | None:

@@ -260,3 +260,12 @@ def test_an_import_with_an_idempotency_key_is_replayed_and_its_body_hashed_as_it
     other = api.client.post(f"{API}/import", content=body + _subject_line("s-3"), headers=headers)
     assert other.status_code == 422
     assert other.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_of_another_type_on_a_json_route_is_malformed_too(client, admin_headers, content_type):
+    headers = admin_headers | ({"Content-Type": content_type} if content_type else {})
+    for raw in (UNACCEPTABLE["deep"], json.dumps(SUBJECT).encode(), b"name=x"):
+        r = client.put(f"{API}/subjects/s-1", content=raw, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["code"] == "MALFORMED_BODY"

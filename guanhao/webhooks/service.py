@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 import structlog
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from guanhao import errors, pii
@@ -92,12 +92,33 @@ def create_endpoint(
     return endpoint, secret
 
 
-def endpoints(session: Session) -> list[WebhookEndpoint]:
-    return list(
-        session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).order_by(WebhookEndpoint.created_at)
-        )
+def endpoints(session: Session, *, after: tuple[dt.datetime, str] | None, limit: int) -> list[WebhookEndpoint]:
+    """Active endpoints in creation order (time, then id), after a cursor's (created_at, id)."""
+    stmt = (
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.active.is_(True))
+        .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        .limit(limit)
     )
+    if after is not None:
+        at, endpoint_id = after
+        stmt = stmt.where(
+            or_(
+                WebhookEndpoint.created_at > at,
+                and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id > endpoint_id),
+            )
+        )
+    return list(session.scalars(stmt))
+
+
+def deliveries(session: Session, *, status: str | None, before_seq: int | None, limit: int) -> list[WebhookDelivery]:
+    """Deliveries newest first, before a cursor's sequence number."""
+    stmt = select(WebhookDelivery).order_by(WebhookDelivery.seq.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    if before_seq is not None:
+        stmt = stmt.where(WebhookDelivery.seq < before_seq)
+    return list(session.scalars(stmt))
 
 
 def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:

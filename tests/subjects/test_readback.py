@@ -12,10 +12,10 @@ API = "/api/v1"
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
-def _all(client, url: str, headers: dict) -> tuple[list[dict], int]:
+def _all(client, url: str, headers: dict, **params) -> tuple[list[dict], int]:
     items, cursor, pages = [], None, 0
     while True:
-        r = client.get(url, params={"cursor": cursor} if cursor else {}, headers=headers)
+        r = client.get(url, params=params | ({"cursor": cursor} if cursor else {}), headers=headers)
         assert r.status_code == 200, r.text
         body = r.json()
         assert set(body) == {"items", "next_cursor"}

@@ -6,12 +6,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 
 from guanhao import errors
 from guanhao.audit import service as audit
 from guanhao.auth.models import ApiKey
-from guanhao.db import Session
+from guanhao.db import Session, is_postgres
 from guanhao.i18n import _l
 from guanhao.pii import vault
 
@@ -105,24 +105,32 @@ def authenticate(session: Session, authorization: str | None, *, admin_token: st
     return Principal(role=key.role, subject_id=key.subject_id, key_id=key.id)
 
 
+# The advisory-lock namespace of API keys (PostgreSQL): a request holds its key's lock shared, a revoke exclusive.
+_KEY_LOCKS = 0x6B6579  # "key"
+
+
+def _lock_key(session: Session, key_id: str, *, exclusive: bool) -> None:
+    if is_postgres(session):
+        how = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {how}(:ns, hashtext(:key_id))"), {"ns": _KEY_LOCKS, "key_id": key_id})
+
+
 def still_valid(session: Session, principal: Principal) -> None:
     """Refuses, inside the unit of work that acts for `principal`, a key revoked since it authenticated. On
-    PostgreSQL the key row is share-locked until this transaction ends, and `revoke` locks it for update: a
-    revoke therefore waits for the requests its key is running, and every later one finds the key revoked.
-    Once a revoke has returned, nothing more is done with that key."""
+    PostgreSQL the transaction holds the key's lock shared until it ends, and `revoke` takes it exclusively:
+    a revoke waits for the requests its key is running, and every later one finds the key revoked. Once a
+    revoke has returned, nothing more is done with that key. (An advisory lock: no row is written.)"""
     if principal.key_id == ENV_KEY:
         return
-    live = session.scalar(
-        select(ApiKey.id)
-        .where(ApiKey.id == principal.key_id, ApiKey.revoked_at.is_(None))
-        .with_for_update(key_share=True)
-    )
+    _lock_key(session, principal.key_id, exclusive=False)
+    live = session.scalar(select(ApiKey.id).where(ApiKey.id == principal.key_id, ApiKey.revoked_at.is_(None)))
     if live is None:
         raise errors.Unauthenticated(UNKNOWN_TOKEN)
 
 
 def revoke(session: Session, key_id: str, *, actor: str, now: dt.datetime) -> ApiKey:
     """Revokes a stored key: from now on it is 401 (an already revoked key stays as it was)."""
+    _lock_key(session, key_id, exclusive=True)
     key = session.get(ApiKey, key_id, with_for_update=True)
     if key is None:
         raise errors.NotFound(_l("API key {key_id} not found", key_id=key_id))

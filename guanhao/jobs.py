@@ -10,9 +10,9 @@ from pydantic import BaseModel
 from guanhao import idempotency
 from guanhao.db import Session
 from guanhao.http import Admin
+from guanhao.operators import service as operators
 from guanhao.policy import Policy
 from guanhao.schemas import problem_responses
-from guanhao.operators import service as operators
 from guanhao.upgrades import service as upgrades
 
 

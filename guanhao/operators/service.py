@@ -31,7 +31,6 @@ OPERATOR_FULL = _l("This person already operates the most official accounts allo
 SWEEP_ACTOR = "job:expire-pending-changes"
 
 
-
 def _code_hash(change_id: str, code: str) -> str:
     return pii.vault().blind_index(f"{change_id}:{code}", kind="sms_code")
 

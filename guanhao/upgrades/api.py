@@ -10,7 +10,7 @@ from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop, Subject
-from guanhao.upgrades import lifecycle, lists, rules, service
+from guanhao.upgrades import lifecycle, lists, ownership, rules, service
 from guanhao.upgrades.schemas import (
     AccountTypeName,
     AdminApplicationOut,
@@ -291,8 +291,6 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
 )
 def ownership_record(shop_id: IdPath, call: Authenticated):
     """升级凭证: consents, subject, operators, cancels and changes, with a digest checkable against the audit trail."""
-    from guanhao.upgrades import ownership
-
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
         return ownership.build(session, shop_id, now=now)

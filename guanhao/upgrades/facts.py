@@ -57,7 +57,7 @@ def lapsed_holds(session: Session, pools: Iterable[str], *, now: dt.datetime) ->
         .where(among(session, Slot.pool, pools), lapsed(now))
         .group_by(Slot.pool)
     )
-    return Counter(dict(session.execute(stmt).tuples().all()))
+    return Counter(dict(session.execute(stmt).all()))
 
 
 def quota_used(

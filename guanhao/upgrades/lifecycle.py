@@ -31,9 +31,7 @@ NOT_WAITING_FOR_STAFF = _l("Only applications waiting for staff review can be ap
 def lapsed(app: Application, now: dt.datetime) -> bool:
     """R-15: still `submitted` past the holder's confirmation deadline — expired as a fact of time."""
     return (
-        app.status == State.SUBMITTED
-        and app.confirmation_expires_at is not None
-        and now >= app.confirmation_expires_at
+        app.status == State.SUBMITTED and app.confirmation_expires_at is not None and now >= app.confirmation_expires_at
     )
 
 
@@ -48,9 +46,9 @@ def steps(app: Application, now: dt.datetime) -> list[dict]:
     status = status_at(app, now)
     finished_at = app.confirmation_expires_at if lapsed(app, now) else app.finished_at
     auto = app.origin == Origin.AUTO
-    holder = {"step": "holder_confirmation", "state": "pending", "at": None}
-    review = {"step": "review", "state": "pending", "at": None}
-    result = {"step": "result", "state": "pending", "at": None}
+    holder: dict[str, object] = {"step": "holder_confirmation", "state": "pending", "at": None}
+    review: dict[str, object] = {"step": "review", "state": "pending", "at": None}
+    result: dict[str, object] = {"step": "result", "state": "pending", "at": None}
     declined_or_expired = status == State.EXPIRED or any(r["code"] == "HOLDER_DECLINED" for r in app.reasons)
     if auto:
         holder["state"] = review["state"] = "skipped"
@@ -96,7 +94,7 @@ def transition(
     """R-20: the one way an application changes state. A lapsed application is `expired` for every
     transition but the one that records its expiry (R-15)."""
     # Lock the row and read its state as committed; a concurrent verb waits here, then sees ours.
-    locked = State(session.scalar(select(Application.status).where(Application.id == app.id).with_for_update()))
+    locked = State(session.scalars(select(Application.status).where(Application.id == app.id).with_for_update()).one())
     app.status = locked.value
     current = State.EXPIRED if to != State.EXPIRED and lapsed(app, now) else locked
     if to not in TRANSITIONS[current]:

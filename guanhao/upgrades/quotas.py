@@ -13,8 +13,9 @@ so a manual application, an operator change and a wave chunk never wait on each 
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
+from typing import cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guanhao.db import Session, among, bulk_insert, is_postgres
@@ -40,7 +41,7 @@ def lock(session: Session, pools: Iterable[str]) -> dict[str, int]:
         return {}
     session.execute(_insert(session).values([{"key": k, "held": 0} for k in keys]).on_conflict_do_nothing())
     stmt = select(Pool.key, Pool.held).where(among(session, Pool.key, keys)).order_by(Pool.key).with_for_update()
-    return dict(session.execute(stmt).tuples().all())
+    return dict(session.execute(stmt).all())
 
 
 def reserve(
@@ -66,9 +67,9 @@ def reserve_many(session: Session, places: list[dict], *, now: dt.datetime) -> N
     "account_id"}` each. The counters move by what each pool gained, in one statement."""
     if not places:
         return
-    bulk_insert(session, Slot.__table__, [{**p, "created_at": now} for p in places])
+    bulk_insert(session, Slot, [{**p, "created_at": now} for p in places])
     gained = Counter(p["pool"] for p in places)
-    pools = Pool.__table__
+    pools = cast(Table, Pool.__table__)
     session.execute(
         update(pools).where(pools.c.key == bindparam("k")).values(held=pools.c.held + bindparam("n")),
         [{"k": k, "n": n} for k, n in sorted(gained.items())],
@@ -108,9 +109,10 @@ def held(session: Session, pool: str, *, excluding_application: str | None = Non
     """The places held in `pool` now; with `excluding_application`, not counting that application's own (R-16)."""
     count = session.scalar(select(Pool.held).where(Pool.key == pool)) or 0
     if excluding_application is not None:
-        count -= session.scalar(
-            select(func.count()).where(Slot.pool == pool, Slot.application_id == excluding_application)
-        ) or 0
+        count -= (
+            session.scalar(select(func.count()).where(Slot.pool == pool, Slot.application_id == excluding_application))
+            or 0
+        )
     return count
 
 

@@ -146,16 +146,23 @@ class Facts:
 
 
 class SubjectLike(Protocol):
-    subject_type: str
-    cross_border: bool
-    license_valid_until: dt.date | None
+    @property
+    def subject_type(self) -> str: ...
+    @property
+    def cross_border(self) -> bool: ...
+    @property
+    def license_valid_until(self) -> dt.date | None: ...
 
 
 class AccountLike(Protocol):
-    followers: int
-    status: str
-    real_name_verified: bool
-    violations_90d: int
+    @property
+    def followers(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def real_name_verified(self) -> bool: ...
+    @property
+    def violations_90d(self) -> int: ...
 
 
 def facts(

@@ -25,7 +25,7 @@ from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn
 from guanhao.upgrades import facts, lifecycle, quotas, rules
-from guanhao.upgrades.lifecycle import NOT_WAITING_FOR_STAFF, lapsed
+from guanhao.upgrades.lifecycle import NOT_WAITING_FOR_STAFF, lapsed, status_at
 from guanhao.upgrades.models import (
     FALLBACK_ORDER,
     IN_PROGRESS,
@@ -94,7 +94,10 @@ def keep_what_the_subject_manages(session: Session, account: Account, incoming: 
     login_phone = pii.vault().decrypt(account.login_phone_enc, context="login_phone")
     if incoming.login_phone != login_phone or incoming.holder.person() != holder:
         raise errors.ManagedBySubject(
-            _l("Account {account_id} is upgraded: its login phone and holder are managed by the subject", account_id=account.id)
+            _l(
+                "Account {account_id} is upgraded: its login phone and holder are managed by the subject",
+                account_id=account.id,
+            )
         )
 
 
@@ -193,9 +196,13 @@ def submit(
         updated_at=now,
     )
     # R-19: one application in progress per shop, held by a partial unique index.
-    with refusing(session, errors.ApplicationInProgress(_l("An upgrade application for this shop is already in progress"))):
+    with refusing(
+        session, errors.ApplicationInProgress(_l("An upgrade application for this shop is already in progress"))
+    ):
         session.add(app)
-    app.account_type = _reserve_type(session, app, ctx.facts.quota.totals, explicit=account_type, first=resolved, now=now)
+    app.account_type = _reserve_type(
+        session, app, ctx.facts.quota.totals, explicit=account_type, first=resolved, now=now
+    )
     if not quotas.reserve(
         session, quotas.operator_pool(operator_hash), policy.operators.capacity,
         application_id=app.id, account_id=account.id, now=now,
@@ -228,13 +235,14 @@ def submit(
     # R-62: the capability travels towards the holder only: this event (the platform's app asks the holder
     # with it) and the SMS to the holder's phone.
     link = confirmation_url(public_url, token)
+    expires_at = now + policy.confirmation_ttl
     events.emit(
         session,
         "upgrade.confirmation_requested",
         at=now,
         shop_id=app.shop_id,
         subject_id=app.subject_id,
-        data={**data, "confirmation_url": link, "expires_at": app.confirmation_expires_at.isoformat()},
+        data={**data, "confirmation_url": link, "expires_at": expires_at.isoformat()},
     )
     sms.send(
         session,
@@ -257,7 +265,9 @@ def _reserve_type(
 ) -> str:
     """R-32, R-33: the chosen type, or main → vertical → dedicated from the first with room; an explicitly
     chosen full type never falls back."""
-    order = [explicit] if explicit else [t.value for t in FALLBACK_ORDER[[t.value for t in FALLBACK_ORDER].index(first) :]]
+    order = (
+        [explicit] if explicit else [t.value for t in FALLBACK_ORDER[[t.value for t in FALLBACK_ORDER].index(first) :]]
+    )
     for candidate in order:
         pool = quotas.quota_pool(app.subject_id, candidate)
         if quotas.reserve(session, pool, totals[candidate], application_id=app.id, account_id=app.account_id, now=now):
@@ -318,9 +328,7 @@ def accept(
     """R-15, R-16: the holder consents; the review re-runs every check at once."""
     app = _holder_answers(session, token, now=now)
     consent = _consent(session, app, "holder", "accepted", policy, actor="holder", now=now)
-    lifecycle.transition(
-        session, app, State.REVIEWING, actor="holder", now=now, detail=_answer_detail(consent, client)
-    )
+    lifecycle.transition(session, app, State.REVIEWING, actor="holder", now=now, detail=_answer_detail(consent, client))
     return review(session, app, policy, now=now)
 
 
@@ -339,7 +347,7 @@ def decline(
 
 def _holder_answers(session: Session, token: str, *, now: dt.datetime) -> Application:
     app = by_token(session, token, lock=True)
-    if lapsed(app, now):
+    if status_at(app, now) == State.EXPIRED:
         raise errors.ConfirmationExpired(_l("The confirmation has expired"))
     if app.status != State.SUBMITTED:
         raise errors.InvalidTransition(_l("The confirmation is closed: the application is {status}", status=app.status))
@@ -411,7 +419,9 @@ def staff_reject(session: Session, application_id: str, *, reason: str, actor: s
     if not app.awaiting_staff:
         raise errors.InvalidTransition(NOT_WAITING_FOR_STAFF)
     lifecycle.review_step(session, app, Review.REJECTED, actor=actor, now=now, detail={})
-    lifecycle.end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}])
+    lifecycle.end(
+        session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}]
+    )
     return app
 
 
@@ -664,4 +674,3 @@ def official_view(session: Session, shop: Shop, policy: Policy, *, now: dt.datet
         can_sell_as_official=can_sell_as_official(policy, bound=account is not None, upgraded=upgraded, now=now),
         upgrade_deadline=policy.upgrade_deadline,
     )
-

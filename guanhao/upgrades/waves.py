@@ -145,7 +145,7 @@ def work(
                         continue
                     _finish(session, wave_id, now=now)
                     return get(session, wave_id)
-                after = outcome.last_shop_id
+                after = outcome.last_shop_id or after
             retries = 0
             if tally is not None:
                 tally.add(outcome)
@@ -237,9 +237,9 @@ def _chunk(
     # The counters move with the work, under the wave's row lock, and never past the limit. NO KEY UPDATE, the
     # lock an UPDATE of the counters takes anyway: the skip rows written above hold KEY SHARE on the wave row
     # (their foreign key), and a FOR UPDATE here would deadlock two workers that both wrote skips.
-    locked = session.scalar(
+    locked = session.scalars(
         select(Wave).where(Wave.id == wave.id).with_for_update(key_share=True).execution_options(populate_existing=True)
-    )
+    ).one()
     if locked.upgraded + plan.outcome.upgraded > locked.limit:
         raise _BudgetExceeded()
     locked.scanned += plan.outcome.scanned
@@ -326,9 +326,7 @@ def _plan(
         # lapsed among the chunk's shops and the pools' holders is recorded expired first (R-15).
         quotas.lock(session, pools)
         upgrades.expire_lapsed(session, shop_ids=shop_ids, pools=pools, now=now)
-    held = Counter(
-        dict(session.execute(select(Pool.key, Pool.held).where(among(session, Pool.key, pools))).tuples().all())
-    )
+    held = Counter(dict(session.execute(select(Pool.key, Pool.held).where(among(session, Pool.key, pools))).all()))
     if not lock:  # a dry run writes nothing: it counts lapsed applications out instead
         held.subtract(facts.lapsed_holds(session, pools, now=now))
     held.update(planned)
@@ -346,7 +344,7 @@ def _plan(
             .join(Account, Shop.official_account_id == Account.id)
             .where(among(session, Shop.subject_id, subject_ids))
             .group_by(Shop.subject_id)
-        ).tuples().all()
+        ).all()
     )
     # The chunk's earlier applications, in one query: attempts so far, one in progress, an auto upgrade cancelled.
     in_progress, opted_out, attempts = set(), set(), {}
@@ -461,7 +459,9 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
                 "finished_at": now,
             }
         )
-        places += [{"pool": pool, "application_id": app_id, "account_id": shop.official_account_id} for pool in u["pools"]]
+        places += [
+            {"pool": pool, "application_id": app_id, "account_id": shop.official_account_id} for pool in u["pools"]
+        ]
         records.append(
             {
                 "account_id": shop.official_account_id,
@@ -523,15 +523,13 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
         )
     if apps:
         # Core inserts (COPY on PostgreSQL): no ORM unit of work for rows nothing else in the session touches.
-        bulk_insert(session, Application.__table__, apps)
+        bulk_insert(session, Application, apps)
         quotas.reserve_many(session, places, now=now)
-        bulk_insert(session, OfficialAccount.__table__, records)
+        bulk_insert(session, OfficialAccount, records)
         audit.record_many(session, trail)
         events.emit_many(session, outbox)
     if plan.skips:
-        bulk_insert(
-            session, WaveSkip.__table__, [{"wave_id": wave_id, "shop_id": s, "reason": r} for s, r in plan.skips]
-        )
+        bulk_insert(session, WaveSkip, [{"wave_id": wave_id, "shop_id": s, "reason": r} for s, r in plan.skips])
 
 
 # ---------------------------------------------------------------- dry run

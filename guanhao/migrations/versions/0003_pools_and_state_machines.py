@@ -66,7 +66,9 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("fk_slots_pool_pools"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_slots_pool"))
         batch_op.add_column(sa.Column("slot_no", sa.Integer(), nullable=False, server_default="1"))
-    op.execute("UPDATE slots SET slot_no = (SELECT count(*) FROM slots s2 WHERE s2.pool = slots.pool AND s2.seq <= slots.seq)")
+    op.execute(
+        "UPDATE slots SET slot_no = (SELECT count(*) FROM slots s2 WHERE s2.pool = slots.pool AND s2.seq <= slots.seq)"
+    )
     with op.batch_alter_table("slots", schema=None) as batch_op:
         batch_op.alter_column("slot_no", server_default=None)
         batch_op.create_unique_constraint(batch_op.f("uq_slots_pool_slot_no"), ["pool", "slot_no"])

@@ -121,8 +121,8 @@ def put_binding(shop_id: IdPath, body: BindingIn, call: Admin):
 async def bulk_import(request: Request, call: Admin):
     """Read as a stream: each line is parsed as it arrives, and every `import_batch_lines` lines (or
     `max_body_bytes` bytes) are committed, so a long import neither holds its body nor keeps other writers
-    waiting. The result counts
-    every line exactly. Past the size limit the import stops with 413; the batches committed stand."""
+    waiting. The result counts every line exactly. Past the size limit the import stops with 413; the
+    batches committed before stand."""
     settings = get_settings()
     result = service.ImportResult()
     batch: list[tuple[int, bytes | None]] = []

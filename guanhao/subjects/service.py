@@ -60,22 +60,24 @@ Listed = TypeVar("Listed", Subject, Shop, Account)
 
 
 def page_of(
-    session: Session,
-    model: type[Listed],
-    *,
-    after: tuple[dt.datetime, str] | None,
-    limit: int,
-    subject_id: str | None = None,
+    session: Session, model: type[Listed], *, after: tuple[dt.datetime, str] | None, limit: int
 ) -> list[Listed]:
-    """Synced objects in creation order (time, then id: a total order to page by), after a cursor's
-    (created_at, id); shops of one subject when `subject_id` is given."""
-    stmt = select(model).order_by(model.created_at, model.id).limit(limit)
+    """Synced objects in creation order (time, then id: a total order to page by), after a cursor's (created_at, id)."""
+    return list(session.scalars(_creation_order(select(model), model, after=after, limit=limit)))
+
+
+def shops_of(session: Session, subject_id: str, *, after: tuple[dt.datetime, str] | None, limit: int) -> list[Shop]:
+    """A subject's shops in creation order, after a cursor's (created_at, id)."""
+    stmt = select(Shop).where(Shop.subject_id == subject_id)
+    return list(session.scalars(_creation_order(stmt, Shop, after=after, limit=limit)))
+
+
+def _creation_order(stmt, model, *, after: tuple[dt.datetime, str] | None, limit: int):
+    stmt = stmt.order_by(model.created_at, model.id).limit(limit)
     if after is not None:
         at, object_id = after
         stmt = stmt.where(or_(model.created_at > at, and_(model.created_at == at, model.id > object_id)))
-    if subject_id is not None:
-        stmt = stmt.where(Shop.subject_id == subject_id)
-    return list(session.scalars(stmt))
+    return stmt
 
 
 def known_subject(session: Session, subject_id: str) -> Subject:

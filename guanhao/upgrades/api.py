@@ -9,7 +9,7 @@ from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
-from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.subjects.models import Account, Subject
 from guanhao.upgrades import lifecycle, lists, ownership, rules, service
 from guanhao.upgrades.schemas import (
     AccountTypeName,
@@ -109,7 +109,7 @@ def list_subject_shops(subject_id: IdPath, call: Authenticated, cursor: CursorPa
     `official_view`'s, one shop at a time: a page is at most PAGE_SIZE shops."""
     with call.unit() as (session, now):
         _visible_subject(session, call, subject_id)
-        shops = subjects.page_of(session, Shop, after=decode_key_cursor(cursor), limit=PAGE_SIZE, subject_id=subject_id)
+        shops = subjects.shops_of(session, subject_id, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
         items = [
             {
                 "shop_id": shop.id,

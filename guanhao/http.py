@@ -17,12 +17,16 @@ from guanhao.policy import Policy, get_policy
 from guanhao.schemas import ID_RE
 from guanhao.settings import get_settings
 
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 @dataclass(frozen=True)
 class Call:
     principal: Principal | None
     lang: str
     policy: Policy
+    # Whether the request may write (by its method): a GET's unit never takes SQLite's write lock.
+    writes: bool = True
 
     @property
     def actor(self) -> str:
@@ -30,9 +34,11 @@ class Call:
 
     @contextmanager
     def unit(self) -> Iterator[tuple[Session, dt.datetime]]:
-        """One transaction for the request; `now` read once from the service clock. The caller's key is
-        checked again inside it: a key revoked after the request authenticated does nothing more."""
-        with session_scope() as session:
+        """One transaction for the request; `now` read once from the service clock. A write waits for
+        locks at most the request's budget (then 503, see db.unavailable). The caller's key is checked
+        again inside it: a key revoked after the request authenticated does nothing more."""
+        budget = get_settings().db_busy_timeout if self.writes else None
+        with session_scope(write=self.writes, lock_timeout=budget) as session:
             if self.principal is not None:
                 still_valid(session, self.principal)
             yield session, clock.now(session)
@@ -47,6 +53,10 @@ class Call:
             raise errors.NotFound(not_found)
 
 
+def _writes(request: Request) -> bool:
+    return request.method not in READS
+
+
 def _lang(request: Request) -> str:
     return language(request.headers.get("accept-language"))
 
@@ -55,9 +65,9 @@ def authenticated(
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer token")] = None,
 ) -> Call:
-    with session_scope() as session:
+    with session_scope(write=False) as session:
         principal = authenticate(session, authorization, admin_token=get_settings().admin_token)
-    return Call(principal=principal, lang=_lang(request), policy=get_policy())
+    return Call(principal=principal, lang=_lang(request), policy=get_policy(), writes=_writes(request))
 
 
 def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
@@ -66,7 +76,7 @@ def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
 
 
 def anonymous(request: Request) -> Call:
-    return Call(principal=None, lang=_lang(request), policy=get_policy())
+    return Call(principal=None, lang=_lang(request), policy=get_policy(), writes=_writes(request))
 
 
 Authenticated = Annotated[Call, Depends(authenticated)]

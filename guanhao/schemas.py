@@ -75,6 +75,8 @@ ID_RE = re.compile(_ID_PATTERN)
 
 
 class RequestBody(BaseModel):
+    """Every request body: unknown fields and control characters are refused as invalid input (R-63)."""
+
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
@@ -84,6 +86,7 @@ class RequestBody(BaseModel):
 
 
 def phone_value(value: str) -> str:
+    """R-50: a mainland mobile number is validated on input (INVALID_PHONE)."""
     try:
         return pii.normalize_phone(value)
     except pii.InvalidPhone as exc:
@@ -97,7 +100,7 @@ Phone = Annotated[
 
 
 class PersonIn(RequestBody):
-    """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear."""
+    """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear (R-50)."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     id_number: Annotated[

@@ -30,6 +30,7 @@ class Principal:
         return f"{self.role}:{self.key_id}"
 
     def can_see_subject(self, subject_id: str) -> bool:
+        """R-62: staff see every subject; a merchant only its own."""
         return self.is_admin or self.subject_id == subject_id
 
 
@@ -40,6 +41,8 @@ def token_hash(token: str) -> str:
 def create_key(
     session: Session, *, role: str, subject_id: str | None, label: str | None, now: dt.datetime
 ) -> tuple[ApiKey, str]:
+    """A key for staff, or for one subject's merchant (R-62); the token is shown once and stored only as a
+    keyed hash. A bad role, or a merchant key without a subject, is refused (R-63)."""
     if role not in ("admin", "merchant"):
         raise errors.ValidationFailed(_l("The role must be admin or merchant"))
     if role == "merchant" and not subject_id:
@@ -63,6 +66,7 @@ def create_key(
 
 
 def authenticate(session: Session, authorization: str | None, *, admin_token: str) -> Principal:
+    """R-62: the admin token given at start, or a stored key that is not revoked; anything else is 401."""
     if not authorization or not authorization.startswith("Bearer "):
         raise errors.Unauthenticated(_l("Send Authorization: Bearer <token>"))
     token = authorization[len("Bearer ") :].strip()

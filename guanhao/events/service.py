@@ -18,6 +18,8 @@ _QUEUE = "outbox"
 def emit(
     session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict
 ) -> str:
+    """R-61: an event of this unit of work, written at its commit (never if it rolls back), numbered in
+    commit order."""
     event_id = "evt_" + uuid.uuid4().hex
     session.queue(
         _QUEUE,
@@ -28,6 +30,7 @@ def emit(
 
 @Session.writes_at_commit(_QUEUE)
 def _write_outbox(session: Session, pending: list[dict]) -> None:
+    """R-61: the queued events, under the commit-order lock (guanhao.db.Session)."""
     bulk_insert(session, OutboxEvent, pending)
 
 
@@ -43,7 +46,7 @@ def events_after(
 
 
 def emit_many(session: Session, rows: list[dict]) -> None:
-    """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
+    """Bulk form of `emit` for waves (R-11, R-61): each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
     session.queue(
         _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows)
     )

@@ -12,6 +12,7 @@ from guanhao.db import session_scope
 from guanhao.operators import service as operators
 from guanhao.operators.models import ChangeState, PendingChange
 from guanhao.sandbox import sms
+from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop
 from guanhao.upgrades import facts, quotas
 from guanhao.upgrades import service as upgrades
@@ -183,3 +184,20 @@ def test_r41_a_cancel_gives_the_operators_place_back_for_another_account(now, po
     with session_scope() as session:
         upgrades.cancel(session, first.id, policy, actor=make.MERCHANT, now=now)
         assert make.submit(session, session.get_one(Shop, second.id), now=now, policy=policy).status == "submitted"
+
+
+def test_r34_the_type_never_changes_after_success(session, now, policy):
+    """A chosen type stays through a sync that would give the subject more slots, an operator change and a
+    phone rebind; no new application can ask for another."""
+    holder = person()
+    shop = make.ready_shop(session, now=now, holder=holder, account_fields={"login_phone": "13800001111"})
+    make.upgraded(session, shop, now=now, account_type="dedicated")
+    body = make.account_body(holder=holder, login_phone="13800001111", followers=5_000_000)
+    subjects.put_account(session, shop.official_account_id, body, actor=make.PLATFORM, now=now)
+    change = operators.request_phone_rebind(session, shop.id, "13700002222", policy, actor=make.MERCHANT, now=now)
+    [code] = [m.code for m in sms.messages_for(session, "13700002222")]
+    operators.verify(session, shop.id, change.id, code, "login_phone", policy, actor=make.MERCHANT, now=now)
+    with pytest.raises(errors.AlreadyUpgraded):
+        make.submit(session, shop, now=now, account_type="main")
+    assert session.get_one(OfficialAccount, shop.official_account_id).account_type == "dedicated"
+    assert quotas.held_by_type(session, shop.subject_id) == {"main": 0, "vertical": 0, "dedicated": 1}

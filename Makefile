@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 ## make messages: extract every catalog sentence from the code and templates into each language's .po
 messages: $(STAMP)
+	mkdir -p var
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o var/messages.pot . >/dev/null
 	$(BIN)/pybabel update -i var/messages.pot -d guanhao/locale -D messages --no-fuzzy-matching --ignore-obsolete -w 120
 

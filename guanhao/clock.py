@@ -51,5 +51,5 @@ CHINA = ZoneInfo("Asia/Shanghai")
 
 
 def china_date(when: dt.datetime) -> dt.date:
-    """The calendar day in mainland China, where licences expire and posting days turn over."""
+    """The calendar day in mainland China, where licences expire (R-03) and posting days turn over."""
     return when.astimezone(CHINA).date()

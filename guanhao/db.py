@@ -220,7 +220,7 @@ def _factory(engine: Engine) -> orm.sessionmaker[Session]:
 def session_scope(
     engine: Engine | None = None, *, write: bool = True, lock_timeout: float | None = None
 ) -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on any error.
+    """One unit of work: commits on success, rolls back on any error (a refused change changes nothing, R-63).
 
     `write=False` for a unit that only reads (an HTTP GET): on SQLite it never takes the write lock.
     `lock_timeout` (seconds, PostgreSQL) bounds each wait for a row or advisory lock in a writing unit:
@@ -291,7 +291,7 @@ COMMIT_ORDER_LOCK = 0x6775616E68616F  # "guanhao"
 
 def take_commit_order_lock(session: orm.Session) -> None:
     """Serialises the last step of writing transactions, so that rows written under it (outbox
-    events, the audit chain) get sequence numbers in commit order. Held until commit; PostgreSQL
+    events, R-61; the audit chain, R-60) get sequence numbers in commit order. Held until commit; PostgreSQL
     only — SQLite serialises writers already."""
     if is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": COMMIT_ORDER_LOCK})

@@ -201,7 +201,7 @@ BY_CODE: dict[str, type[DomainError]] = {cls.code: cls for cls in _all(DomainErr
 
 
 def field_errors(errs: list[dict]) -> list[dict]:
-    """Pydantic errors without the offending input (it may be personal data)."""
+    """Pydantic errors without the offending input (it may be personal data, R-50)."""
     out = []
     for e in errs:
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
@@ -210,7 +210,7 @@ def field_errors(errs: list[dict]) -> list[dict]:
 
 
 def invalid_payload(errs: list[dict]) -> DomainError:
-    """The error for a set of payload errors: the specific personal-data codes win (API.md)."""
+    """R-63: the error for a set of payload errors: the specific personal-data codes win (API.md, R-50)."""
     types = {e.get("type") for e in errs}
     fields = field_errors(errs)
     detail = _l(

@@ -44,6 +44,7 @@ class Call:
             yield session, clock.now(session)
 
     def require_admin(self) -> None:
+        """R-62: platform staff only (403 for a merchant's key)."""
         if self.principal is None or not self.principal.is_admin:
             raise errors.Forbidden(_l("Platform staff only"))
 

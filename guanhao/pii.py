@@ -33,7 +33,7 @@ class InvalidPhone(ValueError):
 
 
 def normalize_id_number(value: str) -> str:
-    """Validates a GB 11643-1999 citizen ID number (18 digits, ISO 7064 MOD 11-2 check, a real birth date)."""
+    """R-50: validates a GB 11643-1999 citizen ID number (18 digits, ISO 7064 MOD 11-2 check, a real birth date)."""
     candidate = value.strip().upper()
     if not _ID_RE.match(candidate):
         raise InvalidIdNumber("an ID card number has 17 digits and a check character (digit or X)")
@@ -55,6 +55,7 @@ def id_check_char(first17: str) -> str:
 
 
 def normalize_phone(value: str) -> str:
+    """R-50: a mainland mobile number, with +86 and separators dropped, or InvalidPhone."""
     candidate = re.sub(r"[\s-]", "", value.strip())
     if candidate.startswith("+86"):
         candidate = candidate[3:]
@@ -73,25 +74,29 @@ def normalize_name(value: str) -> str:
 
 
 def mask_id_number(value: str | None) -> str | None:
+    """R-50: 110***********1234."""
     if value is None:
         return None
     return value[:3] + "*" * (len(value) - 7) + value[-4:]
 
 
 def mask_phone(value: str | None) -> str | None:
+    """R-50: 138****5678."""
     if value is None:
         return None
     return value[:3] + "****" + value[-4:]
 
 
 def mask_name(value: str | None) -> str | None:
+    """R-50: 张*."""
     if value is None:
         return None
     return value[:1] + "*" * max(len(value) - 1, 1)
 
 
 class Vault:
-    """AES-GCM encryption and HMAC-SHA256 blind indexes with the service's two keys."""
+    """R-50: AES-GCM encryption at rest and HMAC-SHA256 blind indexes (lookup by keyed hash) with the service's
+    two keys."""
 
     _PREFIX = "v1:"
 
@@ -162,7 +167,7 @@ class Person:
 
 
 def seal_person(person: Person, *, context: str) -> dict[str, str]:
-    """Column values for a person: encrypted fields plus the ID blind index."""
+    """R-50: column values for a person: encrypted fields plus the ID blind index."""
     v = vault()
     return {
         "name_enc": v.encrypt(person.name, context=context),

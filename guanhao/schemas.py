@@ -133,7 +133,7 @@ ID_RE = re.compile(_ID_PATTERN)
 
 class RequestBody(BaseModel):
     """Every request body: unknown fields refused; every string NFC-normalised, and a control, format,
-    surrogate or noncharacter code point refused as an error of the field that holds it."""
+    surrogate or noncharacter code point refused as an error of the field that holds it (R-63)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +148,7 @@ class RequestBody(BaseModel):
 
 
 def phone_value(value: str) -> str:
+    """R-50: a mainland mobile number is validated on input (INVALID_PHONE)."""
     try:
         return pii.normalize_phone(value)
     except pii.InvalidPhone as exc:
@@ -161,7 +162,7 @@ Phone = Annotated[
 
 
 class PersonIn(RequestBody):
-    """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear."""
+    """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear (R-50)."""
 
     name: PersonName
     id_number: Annotated[

@@ -198,3 +198,34 @@ def unique(prefix: str) -> str:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- service-level tests
+
+
+@pytest.fixture
+def now():
+    """The instant service-level tests pass as `now` (services never read the clock): 10:00 in Beijing."""
+    import datetime as dt
+
+    return dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def policy(database):
+    from guanhao.policy import get_policy
+
+    return get_policy()
+
+
+@pytest.fixture
+def session(database):
+    """One unit of work for a service-level test, rolled back at the end: what the test wrote is never
+    committed, so the commit-time rows (audit trail, outbox) are not written either — a test about those
+    commits with `guanhao.db.session_scope()` instead. On SQLite the open transaction holds the write lock:
+    a test using this fixture does its work in it, not in other sessions."""
+    from guanhao.db import session_scope
+
+    with session_scope() as s:
+        yield s
+        s.rollback()

@@ -37,6 +37,8 @@ def record(
     to_state: str | None = None,
     detail: dict | None = None,
 ) -> None:
+    """R-20, R-60: one row of the append-only trail (who, when, what, from, to, why), queued now and written
+    at the commit, in commit order, into its subject's hash chain."""
     session.queue(
         _QUEUE,
         [
@@ -57,7 +59,7 @@ def record(
 
 
 def record_many(session: Session, rows: list[dict]) -> None:
-    """Bulk form of `record` (waves): dicts with the same keyword names."""
+    """Bulk form of `record` (waves; R-60): dicts with the same keyword names."""
     defaults = {"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}}
     session.queue(_QUEUE, ({**defaults, **row} for row in rows))
 
@@ -89,7 +91,7 @@ def chain_of(subject_id: str | None) -> str:
 
 @Session.writes_at_commit(_QUEUE)
 def _write_trail(session: Session, pending: list[dict]) -> None:
-    """Links each queued row to the head of its subject's chain; runs under the commit-order lock."""
+    """R-60: links each queued row to the head of its subject's chain; runs under the commit-order lock."""
     chains = sorted({chain_of(r["subject_id"]) for r in pending})
     heads = _heads(session, chains)
     for row in pending:
@@ -182,7 +184,8 @@ class Verification:
 
 
 def verify(session: Session, *, progress=None) -> Verification:
-    """Recomputes every chain in seq order; reports the first row that does not match."""
+    """R-60: recomputes every chain in seq order; reports the first row that does not match (edited, removed,
+    reordered or moved to another chain)."""
     heads: dict[str, str] = {}
     count = 0
     for entry in _stream(session):

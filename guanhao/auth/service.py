@@ -33,6 +33,7 @@ class Principal:
         return f"{self.role}:{self.key_id}"
 
     def can_see_subject(self, subject_id: str) -> bool:
+        """R-62: staff see every subject; a merchant only its own."""
         return self.is_admin or self.subject_id == subject_id
 
 
@@ -43,6 +44,8 @@ def token_hash(token: str) -> str:
 def create_key(
     session: Session, *, role: str, subject_id: str | None, label: str | None, actor: str, now: dt.datetime
 ) -> tuple[ApiKey, str]:
+    """A key for staff, or for one subject's merchant (R-62); the token is shown once and stored only as a
+    keyed hash. A bad role, or a merchant key without a subject, is refused (R-63)."""
     if role not in ("admin", "merchant"):
         raise errors.ValidationFailed(_l("The role must be admin or merchant"))
     if role == "merchant" and not subject_id:
@@ -96,6 +99,7 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def authenticate(session: Session, authorization: str | None, *, admin_token: str) -> Principal:
+    """R-62: the admin token given at start, or a stored key that is not revoked; anything else is 401."""
     token = bearer_token(authorization)
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(role="admin", subject_id=None, key_id=ENV_KEY)

@@ -19,6 +19,8 @@ _QUEUE = "outbox"
 def emit(
     session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict
 ) -> str:
+    """R-61: an event of this unit of work, written at its commit (never if it rolls back), numbered in
+    commit order."""
     types.check(type_)
     event_id = "evt_" + uuid.uuid4().hex
     session.queue(
@@ -30,6 +32,7 @@ def emit(
 
 @Session.writes_at_commit(_QUEUE)
 def _write_outbox(session: Session, pending: list[dict]) -> None:
+    """R-61: the queued events, under the commit-order lock (guanhao.db.Session)."""
     bulk_insert(session, OutboxEvent, pending)
 
 
@@ -45,7 +48,7 @@ def events_after(
 
 
 def emit_many(session: Session, rows: list[dict]) -> None:
-    """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
+    """Bulk form of `emit` for waves (R-11, R-61): each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
     for row in rows:
         types.check(row["type"])
     session.queue(

@@ -61,7 +61,7 @@ class PendingChange(Base):
     __table_args__ = (
         CheckConstraint("kind IN ('operator','login_phone')", name="kind"),
         CheckConstraint("status IN ('pending','verified','superseded','failed','expired')", name="status"),
-        # At most one pending change of each kind per account.
+        # At most one pending change of each kind per account.
         Index(
             "uq_pending_changes_one_pending",
             "account_id",

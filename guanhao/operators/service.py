@@ -60,6 +60,7 @@ def _transition(
 
 
 def official(session: Session, shop_id: str, *, lock: bool = False) -> OfficialAccount:
+    """R-24, R-42: the upgraded account's record; an account that is not upgraded has no changes to make."""
     stmt = select(OfficialAccount).where(OfficialAccount.shop_id == shop_id)
     record = session.scalar(stmt.with_for_update() if lock else stmt)
     if record is None:
@@ -124,6 +125,8 @@ def _request(
     id_number_enc: str | None = None,
     id_hash: str | None = None,
 ) -> PendingChange:
+    """R-24, R-42: one pending change of a kind per account: a newer request supersedes the older code, after
+    a resend cooldown (policy); the code goes by SMS to the new phone and is kept only as a keyed hash (R-50)."""
     cfg = policy.sms
     # The cooldown runs from the last code that was not used, whatever became of it: a change that failed
     # on too many wrong codes must not let the next code (and 5 more guesses) follow at once.
@@ -396,6 +399,7 @@ def expire_pending(session: Session, *, now: dt.datetime, limit: int = 1000) -> 
 
 
 def operator_view(record: OfficialAccount) -> dict:
+    """R-40: the account's one operator, masked (R-50)."""
     return pii.open_person(
         record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
     ).masked()

@@ -44,6 +44,7 @@ class Quotas(_Strict):
 
     @model_validator(mode="after")
     def _cross_border_has_no_vertical(self) -> "Quotas":
+        """R-31: no policy gives cross-border subjects a vertical slot."""
         if self.cross_border.vertical != 0:
             raise ValueError(
                 "quotas.cross_border.vertical must be 0 (SPEC R-31: cross-border subjects have no vertical slot)"
@@ -60,6 +61,7 @@ class Eligibility(_Strict):
 
     @model_validator(mode="after")
     def _personal_never(self) -> "Eligibility":
+        """R-01: no policy makes personal shops eligible."""
         if "personal" in self.shop_types:
             raise ValueError("eligibility.shop_types may not contain 'personal' (SPEC R-01)")
         return self

@@ -28,6 +28,7 @@ class Quota:
 
 
 def posting_day(policy: Policy, now: dt.datetime) -> dt.date:
+    """R-23: the calendar day posts are counted in (Asia/Shanghai, policy)."""
     return now.astimezone(ZoneInfo(policy.posting.timezone)).date()
 
 
@@ -44,6 +45,7 @@ def daily_limit(policy: Policy, *, upgraded: bool) -> int:
 
 
 def quota(session: Session, account_id: str, policy: Policy, *, upgraded: bool, now: dt.datetime) -> Quota:
+    """R-23, R-13: the day's limit, the posts made and what remains (never below 0)."""
     day = posting_day(policy, now)
     used = session.scalar(
         select(PostingCounter.used).where(PostingCounter.account_id == account_id, PostingCounter.day == day)
@@ -52,7 +54,7 @@ def quota(session: Session, account_id: str, policy: Policy, *, upgraded: bool, 
 
 
 def record_post(session: Session, account_id: str, policy: Policy, *, upgraded: bool, now: dt.datetime) -> Quota:
-    """Counts one post, or refuses with DAILY_POST_LIMIT_REACHED. One statement: insert the day's
+    """R-23: counts one post, or refuses with DAILY_POST_LIMIT_REACHED. One statement: insert the day's
     first post, or add one where the count is still below the limit — the row lock of the upsert
     serialises concurrent posts, and the WHERE makes the 76th (or 101st) a no-op."""
     day = posting_day(policy, now)

@@ -65,7 +65,7 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(16))
     real_name_verified: Mapped[bool] = mapped_column(Boolean)
     violations_90d: Mapped[int] = mapped_column(Integer)
-    # Personal data: AES-GCM ciphertext only (guanhao.pii); id_hash is the keyed blind index.
+    # Personal data: AES-GCM ciphertext only (guanhao.pii, R-50); id_hash is the keyed blind index.
     login_phone_enc: Mapped[str] = mapped_column(Text)
     holder_name_enc: Mapped[str] = mapped_column(Text)
     holder_id_number_enc: Mapped[str] = mapped_column(Text)

@@ -26,11 +26,13 @@ ACCOUNT_GUARDS: list[AccountGuard] = []
 
 
 def guard_shop_moves(check: ShopGuard) -> ShopGuard:
+    """Registers a check run before a shop moves to another subject or is bound to another account (R-21)."""
     SHOP_GUARDS.append(check)
     return check
 
 
 def guard_account_sync(check: AccountGuard) -> AccountGuard:
+    """Registers a check run before a sync changes an existing account (R-24)."""
     ACCOUNT_GUARDS.append(check)
     return check
 
@@ -81,7 +83,7 @@ def _creation_order(stmt, model, *, after: tuple[dt.datetime, str] | None, limit
 
 
 def known_subject(session: Session, subject_id: str) -> Subject:
-    """A subject a payload refers to: unknown is the caller's mistake (422), not a missing resource."""
+    """A subject a payload refers to: unknown is the caller's mistake (422, R-63), not a missing resource."""
     subject = session.get(Subject, subject_id)
     if subject is None:
         raise _unknown("subject_id", _l("Subject {subject_id} is not known; sync it first", subject_id=subject_id))
@@ -95,6 +97,7 @@ def _unknown(field: str, detail: Message) -> errors.DomainError:
 def put_subject(
     session: Session, subject_id: str, body: SubjectIn, *, actor: str, now: dt.datetime
 ) -> tuple[Subject, bool]:
+    """The platform's sync of a subject (created or updated), audited (R-60)."""
     subject = session.get(Subject, subject_id, with_for_update=True)
     created = subject is None
     if created:
@@ -121,6 +124,8 @@ def put_subject(
 
 
 def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: dt.datetime) -> tuple[Shop, bool]:
+    """The platform's sync of a shop, audited (R-60); a move to another subject passes the registered guards
+    first (R-21)."""
     known_subject(session, body.subject_id)
     shop = session.get(Shop, shop_id, with_for_update=True)
     created = shop is None
@@ -154,6 +159,9 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
 def put_account(
     session: Session, account_id: str, body: AccountIn, *, actor: str, now: dt.datetime
 ) -> tuple[Account, bool]:
+    """The platform's sync of an account, its holder and login phone sealed (R-50), audited masked (R-60). A sync
+    of an existing account passes the registered guards first: an upgraded account's login phone and holder are
+    the subject's (R-24)."""
     account = session.get(Account, account_id, with_for_update=True)
     created = account is None
     if account is None:
@@ -195,6 +203,8 @@ def put_account(
 
 
 def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt.datetime) -> Shop:
+    """The shop's official account. R-05: an account is the official account of at most one shop (a unique
+    column holds it under concurrency); a rebinding passes the registered guards first (R-21)."""
     shop = get_shop(session, shop_id, lock=True)
     account = session.get(Account, body.account_id)
     if account is None:
@@ -250,7 +260,7 @@ def import_lines(
     session: Session, lines: Iterable[tuple[int, bytes | None]], *, actor: str, now: dt.datetime
 ) -> ImportResult:
     """NDJSON bulk sync of (line number, line) pairs — a line is None when it was too long to hold. Each
-    line stands alone: a bad line is reported by its number and never stops the others. The caller commits
+    line stands alone: a bad line is reported by its number and never stops the others (R-63). The caller commits
     a batch of lines at a time, so a long import lets other writers in between batches."""
     result = ImportResult()
     for number, raw in lines:

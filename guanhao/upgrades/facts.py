@@ -73,6 +73,7 @@ def quota_used(
 
 
 def quota_totals(session: Session, subject: Subject, policy: Policy) -> dict[str, int]:
+    """R-30, R-31: the subject's slots of each type, from the policy table and its bound accounts' followers."""
     return rules.quota_totals(
         policy,
         subject_type=subject.subject_type,
@@ -98,7 +99,7 @@ def gather(
     operator_hash: str | None = None,
     own: Application | None = None,
 ) -> Context:
-    """The facts of `shop` as they stand. With `own`, the application's own reservations (its slot, its
+    """The facts of `shop` as they stand, for every R-03 check. With `own`, the application's own reservations (its slot, its
     operator place, its in-progress state) are not counted against it (R-16)."""
     subject = session.get_one(Subject, shop.subject_id)
     account = session.get(Account, shop.official_account_id) if shop.official_account_id else None

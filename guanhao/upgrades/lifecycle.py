@@ -74,6 +74,7 @@ def steps(app: Application, now: dt.datetime) -> list[dict]:
 
 
 def current_step(step_list: list[dict]) -> str:
+    """R-17: the step the application is at (the result once it has ended)."""
     for s in step_list:
         if s["state"] == "current":
             return s["step"]

@@ -81,11 +81,14 @@ WAVE_TRANSITIONS: dict[WaveState, frozenset[WaveState]] = {
 
 
 class AccountType(StrEnum):
+    """R-30: main 主账号, vertical 垂直号, dedicated 专用号 — alike in selling, different in quota."""
+
     MAIN = "main"
     VERTICAL = "vertical"
     DEDICATED = "dedicated"
 
 
+# R-32: with no type chosen, main, then vertical, then dedicated (按序后补).
 FALLBACK_ORDER = (AccountType.MAIN, AccountType.VERTICAL, AccountType.DEDICATED)
 
 
@@ -174,7 +177,7 @@ class Pool(Base):
 
 
 class Slot(Base):
-    """A place held in a pool by an application (its account-type slot, its operator's place)."""
+    """A place held in a pool by an application (its account-type slot, R-33; its operator's place, R-41)."""
 
     __tablename__ = "slots"
 
@@ -186,7 +189,8 @@ class Slot(Base):
 
 
 class OfficialAccount(Base):
-    """An upgraded account (店铺官方账号, enterprise-owned). One row per account (SPEC R-05, R-18)."""
+    """An upgraded account (店铺官方账号, enterprise-owned). One row per account (SPEC R-05, R-18). Its usage right
+    belongs to the subject (R-22); its type is written once, at the upgrade, and no verb changes it (R-34)."""
 
     __tablename__ = "official_accounts"
 
@@ -253,7 +257,8 @@ class Wave(Base):
 
 
 class WaveSkip(Base):
-    """A shop a wave looked at and left, with why; a resumed wave does not look at it again."""
+    """A shop a wave looked at and left, with why (a counted reason, R-11); a resumed wave does not look at it
+    again."""
 
     __tablename__ = "auto_upgrade_wave_skips"
 

@@ -36,6 +36,8 @@ def digest_of(record: dict) -> str:
 
 
 def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
+    """R-60: the ownership record (升级凭证) of the shop's upgraded account: who consented, when, which subject,
+    every operator since, each line naming its audit row, and the digest over it all."""
     official = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id))
     if official is None:
         raise errors.NotUpgraded(_l("The shop's official account is not upgraded; there is no ownership record yet"))

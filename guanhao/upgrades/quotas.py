@@ -23,10 +23,12 @@ from guanhao.upgrades.models import AccountType, Pool, Slot
 
 
 def quota_pool(subject_id: str, account_type: str) -> str:
+    """R-30: a subject's slots of one account type."""
     return f"quota:{subject_id}:{account_type}"
 
 
 def operator_pool(id_hash: str) -> str:
+    """R-41: one person's operator places, by the keyed hash of their ID number."""
     return f"operator:{id_hash}"
 
 
@@ -35,7 +37,8 @@ def _insert(session: Session):
 
 
 def lock(session: Session, pools: Iterable[str]) -> dict[str, int]:
-    """Creates the pools that do not exist yet and locks them all, in key order; returns what each holds."""
+    """Creates the pools that do not exist yet and locks them all, in key order; returns what each holds
+    (R-33, R-41)."""
     keys = sorted(set(pools))
     if not keys:
         return {}
@@ -68,7 +71,7 @@ def reserve(
 
 
 def reserve_many(session: Session, places: list[dict], *, now: dt.datetime) -> None:
-    """Writes places a caller planned under `lock` (a wave chunk): `{"pool", "application_id",
+    """R-11, R-33, R-41: writes places a caller planned under `lock` (a wave chunk): `{"pool", "application_id",
     "account_id"}` each. The counters move by what each pool gained, in one statement."""
     if not places:
         return
@@ -91,7 +94,8 @@ def reserve_many(session: Session, places: list[dict], *, now: dt.datetime) -> N
 
 
 def release(session: Session, *, application_id: str, pool_prefix: str | None = None) -> int:
-    """Gives back what an application holds (or only its places in pools starting with `pool_prefix`)."""
+    """R-33, R-41: gives back what an application holds (or only its places in pools starting with
+    `pool_prefix`)."""
     stmt = delete(Slot).where(Slot.application_id == application_id)
     if pool_prefix is not None:
         stmt = stmt.where(Slot.pool.startswith(pool_prefix))
@@ -131,6 +135,7 @@ def held(session: Session, pool: str, *, excluding_application: str | None = Non
 
 
 def held_by_type(session: Session, subject_id: str, *, excluding_application: str | None = None) -> dict[str, int]:
+    """R-30, R-33: the slots of each type the subject holds now."""
     return {
         t.value: held(session, quota_pool(subject_id, t.value), excluding_application=excluding_application)
         for t in AccountType

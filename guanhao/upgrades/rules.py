@@ -93,7 +93,8 @@ OUTCOMES: dict[str, Message] = {
 
 
 def reason(code: str, text: str | None = None) -> Reason:
-    """A stored reason (`{"code", "text"?}` on an application) with its words: staff's own text when given."""
+    """A stored reason (`{"code", "text"?}` on an application) with its words: staff's own text when given
+    (R-04, R-16)."""
     if code in CHECKS:
         return Check(code, False).reason()
     return Reason(code, text or OUTCOMES.get(code) or code)
@@ -101,6 +102,8 @@ def reason(code: str, text: str | None = None) -> Reason:
 
 @dataclass(frozen=True)
 class Check:
+    """R-04: one admission check, passed or not, with what it means and what to do about it."""
+
     code: str
     passed: bool
     evaluated: bool = True
@@ -180,7 +183,8 @@ def facts(
     explicit_type: str | None,
     today: dt.date,
 ) -> Facts:
-    """The facts every decision reads, built the same way for a merchant's application and for a wave."""
+    """The facts every decision reads (R-03), built the same way for a merchant's application and for a wave
+    (R-11)."""
     totals = quota_totals(
         policy, subject_type=subject.subject_type, cross_border=subject.cross_border, bound_followers=bound_followers
     )
@@ -272,7 +276,9 @@ def resolve_type(quota: QuotaFacts, explicit: str | None) -> tuple[str | None, s
 
 
 def evaluate(policy: Policy, facts: Facts) -> tuple[list[Check], str | None]:
-    """Every R-03 check, passed or not (SPEC R-04), and the account type it resolves to."""
+    """Every R-03 check, passed or not (SPEC R-04), and the account type it resolves to: the shop type (R-01;
+    a cross-border subject meets the same checks as a domestic one, R-02), not upgraded already (R-18), no
+    other application in progress (R-19), a free slot (R-30, R-31, R-32), the operator's capacity (R-41)."""
     elig = policy.eligibility
     checks = [
         Check("SHOP_TYPE_NOT_ELIGIBLE", facts.shop_type in elig.shop_types),
@@ -304,6 +310,6 @@ def evaluate(policy: Policy, facts: Facts) -> tuple[list[Check], str | None]:
 
 
 def failed(checks: list[Check]) -> list[Check]:
-    """The failures to report. A check not evaluated (no bound account) is not a reason of its own:
+    """The failures to report (R-04). A check not evaluated (no bound account) is not a reason of its own:
     ACCOUNT_NOT_BOUND, which always fails with it, is."""
     return [c for c in checks if not c.passed and c.evaluated]

@@ -54,6 +54,7 @@ CANCEL_HOOKS: list[CancelHook] = []
 
 
 def on_cancel(hook: CancelHook) -> CancelHook:
+    """Registers what another domain does when an upgrade is cancelled (R-13)."""
     CANCEL_HOOKS.append(hook)
     return hook
 
@@ -143,8 +144,8 @@ def submit(
     now: dt.datetime,
     public_url: str,
 ) -> Application:
-    """R-10, R-15, R-19, R-32, R-33, R-40, R-41: a merchant's application; its slot and its operator's
-    place are reserved at once, under the database's bounds."""
+    """R-10, R-15, R-18, R-19, R-32, R-33, R-40, R-41: a merchant's application (its attempt number counts the
+    shop's applications); its slot and its operator's place are reserved at once, under the database's bounds."""
     if not agree_terms:
         raise errors.TermsNotAccepted(_l("agree_terms must be true: the merchant must accept the upgrade agreement"))
     shop = session.get(Shop, shop_id, with_for_update=True)
@@ -289,6 +290,7 @@ def _consent(
 
 
 def confirmation_url(public_url: str, token: str) -> str:
+    """R-62: the holder's link, a capability that travels only towards the holder."""
     return f"{public_url}/api/v1/confirmations/{token}"
 
 
@@ -315,6 +317,7 @@ def _event_data(app: Application, **extra: object) -> dict:
 
 
 def by_token(session: Session, token: str, *, lock: bool = False) -> Application:
+    """R-62: the holder's confirmation, found by its capability (stored as a hash)."""
     stmt = select(Application).where(Application.confirmation_token_hash == _token_hash(token))
     app = session.scalar(stmt.with_for_update() if lock else stmt)
     if app is None:
@@ -346,6 +349,7 @@ def decline(
 
 
 def _holder_answers(session: Session, token: str, *, now: dt.datetime) -> Application:
+    """R-15, R-20: only an application waiting for the holder, before its deadline, takes an answer."""
     app = by_token(session, token, lock=True)
     if status_at(app, now) == State.EXPIRED:
         raise errors.ConfirmationExpired(_l("The confirmation has expired"))
@@ -384,6 +388,8 @@ def review(
 
 
 def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
+    """R-16: the checks again, not counting the application's own reservations; a shop whose binding changed
+    meanwhile fails ACCOUNT_NOT_BOUND, and a type the merchant did not choose fails as QUOTA_EXHAUSTED."""
     shop = session.get_one(Shop, app.shop_id)
     ctx = facts.gather(session, shop, policy, now=now, explicit_type=app.account_type, own=app)
     checks, _ = rules.evaluate(policy, ctx.facts)
@@ -426,6 +432,9 @@ def staff_reject(session: Session, application_id: str, *, reason: str, actor: s
 
 
 def _succeed(session: Session, app: Application, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
+    """The account becomes the subject's (R-16, R-22): its record, with the type fixed for good (R-34), the
+    operator named at submit (R-40), the login phone a cancel restores (R-13) and, when the policy lets this
+    upgrade be cancelled, its deadline (R-12)."""
     account = session.get_one(Account, app.account_id)
     cancellable = app.origin == Origin.AUTO or policy.cancel.allow_manual
     deadline = now + policy.cancel_window if cancellable else None
@@ -567,6 +576,7 @@ def applications_for_shop(session: Session, shop_id: str, *, before_seq: int | N
 
 
 def review_queue(session: Session, *, after_seq: int | None, limit: int) -> list[Application]:
+    """R-16: the applications waiting for staff, oldest first."""
     stmt = (
         select(Application)
         .where(Application.status == State.REVIEWING.value, Application.staff_review == Review.WAITING.value)
@@ -579,6 +589,7 @@ def review_queue(session: Session, *, after_seq: int | None, limit: int) -> list
 
 
 def consents(session: Session, application_id: str) -> list[Consent]:
+    """R-15, R-60: the merchant's and the holder's consents, with the agreement version each saw."""
     return list(session.scalars(select(Consent).where(Consent.application_id == application_id).order_by(Consent.seq)))
 
 
@@ -599,6 +610,7 @@ def reasons_at(app: Application, now: dt.datetime) -> list[dict]:
 
 
 def is_upgraded(session: Session, account_id: str) -> bool:
+    """The account is upgraded: it posts 100 a day (R-23) and its login phone and holder are the subject's (R-24)."""
     return session.get(OfficialAccount, account_id) is not None
 
 
@@ -663,6 +675,8 @@ class OfficialView:
 
 
 def official_view(session: Session, shop: Shop, policy: Policy, *, now: dt.datetime) -> OfficialView:
+    """The shop's official account and what the rules say of it now: cancellable (R-12), may sell as the official
+    account (R-14), its daily post limit (R-23), its masked operator and login phone (R-50)."""
     account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
     record = official_account(session, shop.id)
     upgraded = record is not None

@@ -73,6 +73,8 @@ class _BudgetExceeded(Exception):
 def start(
     session: Session, *, limit: int, min_score: float | None, policy: Policy, actor: str, now: dt.datetime
 ) -> Wave:
+    """R-11: a wave that upgrades at most `limit` shops (0 or more, R-63) scoring at least `min_score` (the
+    policy's when None); audited (R-60). Workers do the work (`work`)."""
     if limit < 0:
         raise errors.ValidationFailed(_l("The limit must be 0 or more"))
     wave = Wave(
@@ -120,7 +122,7 @@ def work(
     progress: Callable[[Wave], None] | None = None,
     tally: Outcome | None = None,
 ) -> Wave:
-    """Runs (or resumes, or joins) a wave until it is done. Safe to run in several processes at once.
+    """R-11: runs (or resumes, or joins) a wave until it is done. Safe to run in several processes at once.
 
     `tally`, if given, adds up what this call itself committed (one worker's share of the wave)."""
     after = ""
@@ -168,7 +170,8 @@ def work(
 def transition(
     session: Session, wave: Wave, to: WaveState, *, actor: str, now: dt.datetime, error: str | None = None
 ) -> Wave:
-    """The one way a wave changes state (models.WAVE_TRANSITIONS); every change is audited with the figures."""
+    """The one way a wave changes state (models.WAVE_TRANSITIONS, R-11); every change is audited with the
+    figures (R-60)."""
     current = WaveState(wave.status)
     if to not in WAVE_TRANSITIONS[current]:
         raise errors.InvalidTransition(
@@ -205,7 +208,7 @@ def _finish(session: Session, wave_id: str, *, now: dt.datetime) -> None:
 
 
 def fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> None:
-    """A wave that cannot go on is failed — audited like one that finishes; it can be resumed."""
+    """A wave that cannot go on is failed — audited like one that finishes (R-60); it can be resumed (R-11)."""
     wave = session.get_one(Wave, wave_id, with_for_update=True)
     if wave.status == WaveState.RUNNING:
         transition(session, wave, WaveState.FAILED, actor=f"wave:{wave.id}", now=now, error=error)
@@ -220,7 +223,7 @@ def cancel(session: Session, wave_id: str, *, actor: str, now: dt.datetime) -> W
 
 
 def reopen(session: Session, wave_id: str, *, actor: str = "cli", now: dt.datetime) -> Wave:
-    """For `waves resume`: a wave that died (or was marked done by a worker that lost a race) runs again."""
+    """For `waves resume`: a wave that died (or was marked done by a worker that lost a race) runs again (R-11)."""
     wave = session.get(Wave, wave_id, with_for_update=True)
     if wave is None:
         raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
@@ -232,6 +235,8 @@ def reopen(session: Session, wave_id: str, *, actor: str = "cli", now: dt.dateti
 def _chunk(
     session: Session, wave: Wave, policy: Policy, *, now: dt.datetime, after: str, size: int, budget: int
 ) -> Outcome | None:
+    """R-11: one chunk, one transaction: claim, decide, write, and move the wave's counters, never past its
+    limit."""
     shops = _claim(session, wave_id=wave.id, min_score=wave.min_experience_score, after=after, size=size)
     if not shops:
         return None
@@ -259,6 +264,8 @@ def _chunk(
 def _claim(
     session: Session, *, wave_id: str | None, min_score: float, after: str, size: int, lock: bool = True
 ) -> list:
+    """R-11: the next candidate shops — scoring at least the minimum, not upgraded, not yet looked at by this
+    wave — locked SKIP LOCKED, so that two workers never take one shop."""
     stmt = (
         select(
             Shop.id,
@@ -427,6 +434,9 @@ def _plan(
 
 
 def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor: str, now: dt.datetime) -> None:
+    """R-11: a chunk's auto upgrades in bulk, succeeded at once and cancellable until the deadline (R-12): the
+    applications, their places in the quota and operator pools (R-33, R-41), the official-account records, one
+    audit row (R-60) and one event (R-61) each."""
     deadline = now + policy.cancel_window
     apps, places, records, trail, outbox = [], [], [], [], []
     deadline_iso = deadline.isoformat()
@@ -549,7 +559,7 @@ def simulate(
     chunk: int = CHUNK,
     progress: Callable[[Outcome], None] | None = None,
 ) -> Outcome:
-    """What a wave would do now, writing nothing (`guanhao waves run --dry-run`)."""
+    """What a wave would do now, writing nothing (`guanhao waves run --dry-run`, R-11)."""
     min_score = policy.auto_upgrade.min_experience_score if min_score is None else min_score
     total, planned, after = Outcome(), Counter[str](), ""
     with session_scope() as session:

@@ -22,7 +22,7 @@ class WebhookEndpoint(Base):
 
 
 class WebhookDelivery(Base):
-    """One event for one endpoint. Per (endpoint, shop) only the oldest undelivered one is sent,
+    """One event for one endpoint (R-61). Per (endpoint, shop) only the oldest undelivered one is sent,
     so a shop's events arrive in order; at least once, retried with backoff, then dead-lettered."""
 
     __tablename__ = "webhook_deliveries"

@@ -41,13 +41,14 @@ def new_secret() -> str:
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """R-61: "v1," + base64 HMAC-SHA256 over "{id}.{timestamp}.{body}" (Standard Webhooks)."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode()
 
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, tolerance: int = 300) -> bool:
-    """What a receiver does; used by the tests and offered to integrators. A request missing a header,
+    """What a receiver does (R-61); used by the tests and offered to integrators. A request missing a header,
     or with a timestamp that is not an integer, is refused rather than raising."""
     msg_id, ts, signatures = (headers.get(k) for k in ("webhook-id", "webhook-timestamp", "webhook-signature"))
     if not (msg_id and ts and signatures):
@@ -122,7 +123,7 @@ def deliveries(session: Session, *, status: str | None, before_seq: int | None, 
 
 
 def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:
-    """A removed endpoint gets nothing more: what was still queued for it is dead-lettered, visibly."""
+    """R-61: a removed endpoint gets nothing more: what was still queued for it is dead-lettered, visibly."""
     endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
     if endpoint is None or not endpoint.active:
         raise errors.NotFound(_l("Webhook endpoint {endpoint_id} not found", endpoint_id=endpoint_id))
@@ -139,7 +140,7 @@ def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> 
 
 
 def fan_out(session: Session, *, now: dt.datetime, batch: int = 500) -> int:
-    """Queues a delivery per new outbox event and endpoint. The endpoint row lock keeps two
+    """R-61: queues a delivery per new outbox event and endpoint. The endpoint row lock keeps two
     dispatchers from queuing the same range; the unique (endpoint, event) is the backstop."""
     queued = 0
     for endpoint in session.scalars(
@@ -168,7 +169,8 @@ def fan_out(session: Session, *, now: dt.datetime, batch: int = 500) -> int:
 
 
 def claim(session: Session, *, now: dt.datetime, lease: dt.timedelta, limit: int = 50) -> list[int]:
-    """Due deliveries at the head of their (endpoint, shop) lane, leased to this worker."""
+    """R-61: due deliveries at the head of their (endpoint, shop) lane — a shop's events go in order — leased to
+    this worker."""
     earlier = aliased(WebhookDelivery)
     head_of_lane = ~exists().where(
         and_(
@@ -232,7 +234,7 @@ class Message:
 def message(
     session: Session, delivery_seq: int, *, now: dt.datetime, lease_until: dt.datetime, budget: dt.timedelta
 ) -> Message | None:
-    """The signed request for a delivery this worker claimed, or None when it may no longer send it: the
+    """R-61: the signed request for a delivery this worker claimed, or None when it may no longer send it: the
     lease (its expiry is the worker's token) was taken over, or too little of it is left for one send, in
     which case it is handed back at once. So no two workers ever send one delivery at the same time.
     `now` is the real time: receivers check the timestamp against their own clock."""
@@ -280,6 +282,8 @@ def settle(
     lease_until: dt.datetime | None = None,
     jitter: Callable[[], float] = random.random,
 ) -> str:
+    """R-61: the outcome of an attempt: delivered; or retried with backoff; or dead-lettered after the policy's
+    max_attempts. A late outcome never undoes a delivery, nor decides for the worker that holds it now."""
     delivery = session.get(WebhookDelivery, attempt.delivery_seq, with_for_update=True)
     if delivery.status != "pending":
         # Delivered by another attempt, or the endpoint was removed meanwhile: that outcome stands.
@@ -305,13 +309,14 @@ def settle(
 
 
 def backoff(policy: Policy, attempts: int, jitter: Callable[[], float] = random.random) -> dt.timedelta:
-    """Exponential with full jitter on the upper half: base·2^(n-1), capped, times [0.5, 1)."""
+    """R-61: exponential with full jitter on the upper half: base·2^(n-1), capped, times [0.5, 1)."""
     w = policy.webhooks
     ceiling = min(w.backoff_base_seconds * 2 ** (attempts - 1), w.backoff_max_seconds)
     return dt.timedelta(seconds=ceiling * (0.5 + jitter() / 2))
 
 
 def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> WebhookDelivery:
+    """R-61: a dead-lettered delivery is due again now, attempts from zero."""
     delivery = session.get(WebhookDelivery, delivery_seq, with_for_update=True)
     if delivery is None:
         raise errors.NotFound(_l("Delivery {delivery_id} not found", delivery_id=delivery_seq))

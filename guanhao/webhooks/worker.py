@@ -2,12 +2,13 @@
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 import structlog
 
-from guanhao import clock
+from guanhao.clock import real_now
 from guanhao.db import session_scope
 from guanhao.policy import Policy
 from guanhao.settings import get_settings
@@ -31,27 +32,29 @@ class Tally:
         self.dead += other.dead
 
 
-def run_once(policy: Policy, client: httpx.Client) -> Tally:
+def run_once(policy: Policy, client: httpx.Client, *, clock: Callable[[], dt.datetime] = real_now) -> Tally:
+    """One round: fan out, claim, send what the lease still covers, settle (R-61). Delivery times run on
+    the real clock (`clock`, which tests replace with one they move by hand)."""
     tally = Tally()
     w = policy.webhooks
     with session_scope() as session:
-        tally.queued = service.fan_out(session, now=clock.real_now())
+        tally.queued = service.fan_out(session, now=clock())
     # One send may take each of httpx's connect, write, read and pool timeouts; the lease covers two sends,
     # and a claimed delivery is only sent while one whole send still fits in the lease.
     budget = dt.timedelta(seconds=w.timeout_seconds * 4)
     lease = 2 * budget
-    now = clock.real_now()
+    now = clock()
     with session_scope() as session:
         seqs = service.claim(session, now=now, lease=lease)
     lease_until = now + lease
     for seq in seqs:
         with session_scope() as session:
-            msg = service.message(session, seq, now=clock.real_now(), lease_until=lease_until, budget=budget)
+            msg = service.message(session, seq, now=clock(), lease_until=lease_until, budget=budget)
         if msg is None:
             continue
         attempt = service.send(msg, client, timeout=w.timeout_seconds)
         with session_scope() as session:
-            outcome = service.settle(session, attempt, policy, now=clock.real_now(), lease_until=lease_until)
+            outcome = service.settle(session, attempt, policy, now=clock(), lease_until=lease_until)
         if outcome == "delivered":
             tally.delivered += 1
         elif outcome == "dead":

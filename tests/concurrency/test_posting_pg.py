@@ -2,7 +2,6 @@
 one account; the database's atomic upsert must accept exactly the limit and refuse the rest."""
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,9 +53,7 @@ def test_r23_500_concurrent_posts_on_one_account_accept_exactly_the_limit(
     if upgraded:
         assert driver.upgrade(shop_id)["status"] == "succeeded"
 
-    started = time.monotonic()
     responses = fire(live_server, f"{API}/accounts/{account_id}/posts", admin_headers, n=REQUESTS, clients=CLIENTS)
-    elapsed = time.monotonic() - started
 
     outcome = assert_clean(responses, ok={201}, refused={"DAILY_POST_LIMIT_REACHED"})
     assert outcome == Counter({201: limit, "DAILY_POST_LIMIT_REACHED": REQUESTS - limit}), outcome
@@ -65,4 +62,3 @@ def test_r23_500_concurrent_posts_on_one_account_accept_exactly_the_limit(
     assert scalar(sql, "SELECT count(*) FROM posting_counters") == 1
     r = driver.client.get(f"{API}/accounts/{account_id}/posting-quota", headers=admin_headers)
     assert (r.json()["limit"], r.json()["used"], r.json()["remaining"]) == (limit, limit, 0)
-    assert elapsed < 30, f"{REQUESTS} posts took {elapsed:.1f} s"

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -16,10 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from guanhao.webhooks import service, worker
+from tests.clocks import StepClock
 from tests.conftest import reset_caches
 from tests.factories import Api, person
 
@@ -154,18 +157,32 @@ def deliveries(api: Api, status: str | None = None) -> list[dict]:
     return r.json()["items"]
 
 
-def rounds(policy, until, *, timeout: float = 30.0, pause: float = 0.02) -> int:
-    """Runs worker rounds until `until()` holds."""
-    deadline = time.monotonic() + timeout
-    n = 0
+# The delivery worker's clock in `rounds`: moved on by the longest backoff after each round, so every retry
+# is due at the next round without sleeping (reset for each test; it never falls behind the real clock).
+WORKER_CLOCK = StepClock(follow_real_time=True)
+
+
+@pytest.fixture(autouse=True)
+def _worker_clock():
+    WORKER_CLOCK.reset()
+
+
+def rounds(policy, until, *, most: int = 300, real_time: bool = False) -> int:
+    """Runs worker rounds until `until()` holds. With `real_time`, on the worker's own clock (the real one),
+    waiting a little between rounds: for tests about which clock the worker reads."""
     with httpx.Client() as client:
-        while True:
-            worker.run_once(policy, client)
-            n += 1
+        for n in range(1, most + 1):
+            if real_time:
+                worker.run_once(policy, client)
+            else:
+                worker.run_once(policy, client, clock=WORKER_CLOCK)
             if until():
                 return n
-            assert time.monotonic() < deadline, f"not done after {n} rounds"
-            time.sleep(pause)
+            if real_time:
+                time.sleep(0.02)
+            else:
+                WORKER_CLOCK.advance(policy.webhooks.backoff_max_seconds)
+    raise AssertionError(f"not done after {most} rounds")
 
 
 def _after_fan_out(api: Api, policy) -> list[dict]:
@@ -228,18 +245,18 @@ def test_r61_receiver_down_then_up_loses_nothing_and_every_signature_verifies(ho
         return lambda: sum(d["attempts"] >= times for d in deliveries(api)) == len(lanes)
 
     # down: nothing listens on the port; each lane's head is tried again and again, nothing behind it
-    rounds(policy, heads_tried(2), timeout=20)
+    rounds(policy, heads_tried(2))
     assert not deliveries(api, "delivered")
     assert all(d["last_error"] for d in deliveries(api) if d["attempts"])
     # up, but failing
     receiver.status = 503
     receiver.start()
-    rounds(policy, lambda: len(receiver.received()) >= 3, timeout=20)
+    rounds(policy, lambda: len(receiver.received()) >= 3)
     assert not deliveries(api, "delivered")
     assert {d["last_status"] for d in deliveries(api)} >= {503}
     # healthy
     receiver.status = 200
-    rounds(policy, nothing_pending(api), timeout=30)
+    rounds(policy, nothing_pending(api))
 
     ok = receiver.received(ok_only=True)
     by_id = {r["headers"]["webhook-id"]: r for r in ok}
@@ -434,10 +451,12 @@ def test_r61_two_workers_never_send_a_shops_events_at_once_or_out_of_order(hooks
     threads = [threading.Thread(target=work) for _ in range(2)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 30
-    while len(receiver.received()) < len(events) and time.monotonic() < deadline:
+    # Once every delivery is settled the workers are stopped and joined: nothing can be sent after that, so the
+    # receiver's log is final without a grace period to guess.
+    deadline = time.monotonic() + 60
+    while len(deliveries(api, "delivered")) < len(events):
+        assert time.monotonic() < deadline and not errors, errors
         time.sleep(0.05)
-    time.sleep(0.3)
     stop.set()
     for t in threads:
         t.join(10)
@@ -453,45 +472,85 @@ def test_r61_two_workers_never_send_a_shops_events_at_once_or_out_of_order(hooks
 
 def test_r61_a_batch_outlasting_its_lease_is_not_sent_twice(hooks, receiver):
     """A worker that claimed more than it can send before its lease runs out leaves the rest to others
-    instead of sending them while another worker does."""
-    # Lease 8 × 0.6 s; a worker stops sending with less than 4 × 0.6 s of it left. Twenty deliveries
-    # at 0.5 s each outlast one lease, and the margin leaves room for a loaded CI machine.
-    api, policy = hooks(max_attempts=50, timeout_seconds=0.6)
-    register(api, receiver.url())
-    receiver.delay = 0.5
-    receiver.start()
+    instead of sending them while another worker does.
+
+    Deterministic: both workers run on one clock that moves only when a request is sent. Worker A claims the
+    head of every shop's lane and sends them one by one; each of its requests takes one second, and while
+    it waits on the receiver, worker B runs a whole round (B's own requests take no time: they run beside A's).
+    A's lease is 8 s and it sends only while a whole send (4 s) still fits in it: five sends, then it hands the
+    rest back and B sends them. Were A to go on sending after its lease ran out, B would claim the delivery A
+    is sending and send it too, in the same lane at the same time."""
+    api, policy = hooks(max_attempts=50, timeout_seconds=1.0)  # budget 4 × 1 s, lease 2 × budget
+    register(api, receiver.url())  # never started: the workers' clients answer in-process
     shops = [api.ready_shop()[1] for _ in range(10)]
     for shop_id in shops:
         assert api.submit(shop_id).status_code == 201
     events = api.events()
-    stop = threading.Event()
-    errors: list[BaseException] = []
+    heads = [next(e["event_id"] for e in events if e["shop_id"] == shop_id) for shop_id in shops]
+    clock = StepClock()
+    sent: list[tuple[str, str]] = []
+    in_flight: set[str] = set()
+    overlaps: list[str] = []
 
-    def work():
-        try:
-            with httpx.Client() as client:
-                while not stop.is_set():
-                    worker.run_once(policy, client)
-        except BaseException as exc:
-            errors.append(exc)
+    def receiver_for(name: str, others: httpx.Client | None):
+        def handle(request: httpx.Request) -> httpx.Response:
+            lane = json.loads(request.content)["data"]["shop_id"]
+            if lane in in_flight:
+                overlaps.append(lane)
+            in_flight.add(lane)
+            sent.append((name, request.headers["webhook-id"]))
+            if others is not None:
+                clock.advance(1.0)
+                worker.run_once(policy, others, clock=clock)
+            in_flight.discard(lane)
+            return httpx.Response(200)
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while (len(deliveries(api, "delivered")) < len(events)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    for t in threads:
-        t.join(20)
-    assert not errors, errors
+        return handle
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(receiver_for("B", None))) as b,
+        httpx.Client(transport=httpx.MockTransport(receiver_for("A", b))) as a,
+    ):
+        worker.run_once(policy, a, clock=clock)
+        sent_by_a = [event_id for name, event_id in sent if name == "A"]
+        for _ in range(10):
+            if not deliveries(api, "pending"):
+                break
+            worker.run_once(policy, b, clock=clock)
     assert not deliveries(api, "pending")
-    assert receiver.overlaps == []
-    ids = [r["headers"]["webhook-id"] for r in receiver.received()]
-    assert sorted(ids) == sorted(e["event_id"] for e in events), "each delivery sent exactly once"
+    assert overlaps == []
+    assert sorted(event_id for _, event_id in sent) == sorted(e["event_id"] for e in events), "each sent exactly once"
+    assert sent_by_a == heads[:5], "A sent only while a whole send fitted in its lease"
+    assert {event_id for name, event_id in sent if name == "B"} >= set(heads[5:]), "the rest was left to B"
 
 
-def test_r61_a_slow_receiver_does_not_hold_up_the_service(hooks, receiver):
+def other_transactions(url: str) -> int:
+    """Transactions other connections hold open on the test's database now. SQLite: 1 if another connection
+    holds the write lock (every transaction of ours takes it at BEGIN), found without waiting."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return 0
+        except sqlite3.OperationalError:
+            return 1
+        finally:
+            conn.close()
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_r61_a_slow_receiver_does_not_hold_up_the_service(hooks, receiver, database):
     """While a delivery waits on the receiver, the worker holds no database lock: writes go on."""
     api, policy = hooks(timeout_seconds=10.0)
     register(api, receiver.url())
@@ -503,9 +562,8 @@ def test_r61_a_slow_receiver_does_not_hold_up_the_service(hooks, receiver):
     thread.start()
     try:
         assert receiver.entered.wait(10)
-        started = time.monotonic()
+        assert other_transactions(database) == 0
         api.subject(subject_id, name="送达期间的改名")
-        assert time.monotonic() - started < 2.0
     finally:
         receiver.hold.set()
         thread.join(15)
@@ -520,9 +578,9 @@ def test_r61_retries_go_on_while_the_sandbox_clock_stands_still(hooks, receiver)
     register(api, receiver.url())
     _, shop_id, _ = api.ready_shop()
     api.upgrade(shop_id)
-    rounds(policy, lambda: any(d["attempts"] >= 3 for d in deliveries(api)), timeout=10)
+    rounds(policy, lambda: any(d["attempts"] >= 3 for d in deliveries(api)), real_time=True)
     receiver.start()
-    rounds(policy, nothing_pending(api), timeout=15)
+    rounds(policy, nothing_pending(api), real_time=True)
     assert {r["headers"]["webhook-id"] for r in receiver.received(ok_only=True)} == {
         e["event_id"] for e in api.events()
     }
@@ -541,7 +599,7 @@ def test_r61_redeliver_works_while_the_sandbox_clock_is_ahead(hooks, receiver):
     first = min(deliveries(api, "dead"), key=lambda d: d["event_seq"])
     r = api.client.post(f"{API}/admin/webhook-deliveries/{first['delivery_id']}/redeliver", headers=api.admin)
     assert r.status_code == 200, r.text
-    rounds(policy, lambda: not deliveries(api, "pending"), timeout=10)
+    rounds(policy, lambda: not deliveries(api, "pending"))
     assert len(receiver.received(ok_only=True)) == 1
 
 

@@ -34,8 +34,9 @@ lint: $(STAMP)
 
 ## make messages: extract every catalog sentence from the code and templates into each language's .po
 messages: $(STAMP)
+	mkdir -p var
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o var/messages.pot . >/dev/null
-	$(BIN)/pybabel update -i var/messages.pot -d guanhao/locale -D messages --no-location --no-fuzzy-matching --ignore-obsolete -w 120
+	$(BIN)/pybabel update -i var/messages.pot -d guanhao/locale -D messages --no-fuzzy-matching --ignore-obsolete -w 120
 
 ## make test: the whole suite on SQLite, then on PostgreSQL when GUANHAO_TEST_POSTGRES_URL is set
 test: $(STAMP)

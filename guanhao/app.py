@@ -75,6 +75,10 @@ def create_app() -> FastAPI:
 
         app.include_router(sandbox_api.router, prefix=API)
 
+    from guanhao import console
+
+    console.install(app, api_prefix=API)
+
     @app.get(f"{API}/health", tags=["ops"])
     def health() -> dict:
         return {"status": "ok", "version": __version__, "sandbox": settings.sandbox}

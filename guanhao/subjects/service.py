@@ -250,3 +250,11 @@ def _line_id(obj: dict, field: str) -> str:
     if not isinstance(value, str) or len(value) > 64 or not ID_RE.fullmatch(value):
         raise errors.ValidationFailed(_l("{field}: required, an id of 1 to 64 letters, digits or _.:-", field=field))
     return value
+
+
+def shops_of(session: Session, subject_id: str, *, after_id: str | None, limit: int) -> list[Shop]:
+    """A subject's shops by id (the merchant console's shop list)."""
+    stmt = select(Shop).where(Shop.subject_id == subject_id).order_by(Shop.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Shop.id > after_id)
+    return list(session.scalars(stmt))

@@ -383,7 +383,9 @@ def _notify_holder(
 
 
 def confirmation_url(public_url: str, token: str) -> str:
-    return f"{public_url}/api/v1/confirmations/{token}"
+    """The holder's page (HTML, phone-sized); the token is the last path segment. Apps read the same
+    confirmation as JSON at /api/v1/confirmations/{token}."""
+    return f"{public_url}/confirm/{token}"
 
 
 def _token_hash(token: str) -> str:

@@ -4,6 +4,7 @@ lands on the login page at `/`; a merchant lands on the merchant console, staff 
 from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse
 
+from guanhao import clock
 from guanhao.auth import users
 from guanhao.console import pages
 from guanhao.console.session import (
@@ -31,7 +32,8 @@ def login(current: CurrentVisit, form: Form):
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:256]
     client = current.request.client.host if current.request.client else "unknown"
-    with current.unit() as (session, now):
+    now = clock.real_now()
+    with current.unit() as (session, _service_now):
         result = users.login(
             session, username=username, password=password, client=client, policy=current.policy, now=now
         )

@@ -1,6 +1,7 @@
 """Who is looking at a console page, in which language, and whether a form may change anything.
 
-Sessions are our own, not Starlette's signed cookie: the `gh_session` cookie holds a random token whose
+Sessions and login limits run on real time, not the sandbox's settable service clock: moving a test
+clock a month ahead must not sign everyone out. Sessions are our own, not Starlette's signed cookie: the `gh_session` cookie holds a random token whose
 keyed hash names a row in `console_sessions` (guanhao.auth.users), so logging out, disabling a user or
 the session's end stops it on the server. The cookie is HttpOnly, SameSite=Lax, and Secure outside
 sandbox mode.
@@ -109,7 +110,7 @@ def visit(request: Request) -> Visit:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         with session_scope() as session:
-            found = users.session_for(session, token, now=clock.now(session))
+            found = users.session_for(session, token, now=clock.real_now())
             if found is not None:
                 row, user = found
                 viewer = Viewer(

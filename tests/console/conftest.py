@@ -35,7 +35,9 @@ PASSWORD = "merchant-pass-1"
 def browser():
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium fonts-wqy-zenhei)")
+        pytest.skip(
+            "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium fonts-wqy-zenhei)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -2,12 +2,14 @@
 // the same form as a page), toasts go away by themselves, the SMS button counts down its 60 s.
 (function () {
   "use strict";
+  // Capturing, so that a dialog opens before htmx's boost would follow the link to the same form as a page.
   document.addEventListener("click", function (event) {
     var opener = event.target.closest("[data-dialog]");
     if (opener) {
       var dialog = document.getElementById(opener.getAttribute("data-dialog"));
       if (dialog && typeof dialog.showModal === "function") {
         event.preventDefault();
+        event.stopPropagation();
         dialog.showModal();
         var first = dialog.querySelector("input:not([type=hidden]), button:not([data-dialog-close])");
         if (first) first.focus();
@@ -22,7 +24,7 @@
     }
     var toastClose = event.target.closest("[data-toast-close]");
     if (toastClose) toastClose.closest(".toast").remove();
-  });
+  }, true);
 
   function countDown(root) {
     (root || document).querySelectorAll("[data-countdown]").forEach(function (button) {

@@ -7,10 +7,11 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy import Table, bindparam, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guanhao import errors
@@ -189,7 +190,7 @@ def _throttle_key(value: str) -> str:
 
 def _count_attempt(session: Session, key: str, *, now: dt.datetime, window: dt.timedelta) -> tuple[int, dt.datetime]:
     """(attempts in the current window including this one, when the window started)."""
-    table = LoginThrottle.__table__
+    table = cast(Table, LoginThrottle.__table__)
     insert = (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
     now_param = bindparam("now", now, type_=UTCDateTime())
     expired = table.c.window_started_at <= bindparam("cutoff", now - window, type_=UTCDateTime())

@@ -6,9 +6,11 @@ and what they share: `session` (sign-in, CSRF, language), `pages` (layout, rende
 folder of Semi Design components; `static/` holds the vendored Semi CSS and htmx.
 """
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,7 +27,9 @@ def install(app: FastAPI, *, api_prefix: str) -> None:
     for router in (login.router, merchant.router, holder.router, staff.router):
         app.include_router(router)
 
-    api_handler = app.exception_handlers[StarletteHTTPException]
+    api_handler = cast(
+        Callable[[Request, Exception], Awaitable[Response]], app.exception_handlers[StarletteHTTPException]
+    )
 
     async def not_found(request: Request, exc: Exception):
         """Paths outside the API that no page serves get a page, not problem+json."""

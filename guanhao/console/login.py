@@ -4,7 +4,7 @@ lands on the login page at `/`; a merchant lands on the merchant console, staff 
 from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse
 
-from guanhao import clock
+from guanhao import clock, errors
 from guanhao.auth import users
 from guanhao.console import pages
 from guanhao.console.session import (
@@ -41,15 +41,16 @@ def login(current: CurrentVisit, form: Form):
         if result.user is not None:
             home_path = HOME[result.user.role]
             _, token = users.start_session(session, result.user, policy=current.policy, now=now)
-    if result.error is not None:
+    if result.error is not None or token is None:
+        error = result.error or errors.Unauthenticated(users.WRONG_LOGIN)
         return pages.render(
             current,
             "auth/login.html",
-            status=result.error.status,
-            headers={k: v for k, v in result.error.headers().items() if k == "Retry-After"},
+            status=error.status,
+            headers={k: v for k, v in error.headers().items() if k == "Retry-After"},
             next=safe_next(str(form.get("next", "")), ""),
             username=username,
-            error=result.error.detail,
+            error=error.detail,
             full_page=True,
         )
     response = RedirectResponse(safe_next(str(form.get("next", "")), home_path), status_code=303)

@@ -9,6 +9,7 @@ same 404 as a missing one (R-62).
 import datetime as dt
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query
@@ -45,6 +46,12 @@ def merchant(current: Visit) -> Viewer:
     if current.viewer.role != "merchant":
         raise errors.NotFound(_l("This page is for merchants"))
     return current.viewer
+
+
+def _subject_id(viewer: Viewer) -> str:
+    if viewer.subject_id is None:  # the users table holds every merchant to a subject; staff never get here
+        raise errors.NotFound(_l("This page is for merchants"))
+    return viewer.subject_id
 
 
 def _shop(session: Session, viewer: Viewer, shop_id: str) -> Shop:
@@ -104,7 +111,7 @@ def shop_state(session: Session, shop: Shop, current: Visit, now: dt.datetime) -
 
 
 def _unread(session: Session, viewer: Viewer) -> int:
-    return notices.unread(session, viewer.subject_id, seen_seq=viewer.notices_seen_seq)
+    return notices.unread(session, _subject_id(viewer), seen_seq=viewer.notices_seen_seq)
 
 
 def _steps(app: Application | None, lang: str) -> list[dict]:
@@ -200,8 +207,8 @@ def _official_context(session: Session, current: Visit, viewer: Viewer, shop: Sh
 def shop_list(current: CurrentVisit, after: str | None = Query(default=None, max_length=64)):
     viewer = merchant(current)
     with current.unit() as (session, now):
-        subject = subjects.get_subject(session, viewer.subject_id)
-        shops = subjects.shops_of(session, viewer.subject_id, after_id=after, limit=SHOPS_PAGE)
+        subject = subjects.get_subject(session, _subject_id(viewer))
+        shops = subjects.shops_of(session, _subject_id(viewer), after_id=after, limit=SHOPS_PAGE)
         rows = [(shop, shop_state(session, shop, current, now)) for shop in shops]
         quotas = upgrades.subject_quotas(session, subject, current.policy)
         unread = _unread(session, viewer)
@@ -302,8 +309,8 @@ def batch_live(
 def notifications(current: CurrentVisit):
     viewer = merchant(current)
     with current.unit() as (session, now):
-        items = notices.from_events(session, viewer.subject_id)
-        shops = subjects.shops_of(session, viewer.subject_id, after_id=None, limit=SHOPS_PAGE)
+        items = notices.from_events(session, _subject_id(viewer))
+        shops = subjects.shops_of(session, _subject_id(viewer), after_id=None, limit=SHOPS_PAGE)
         views = [upgrades.official_view(session, shop, current.policy, now=now) for shop in shops]
         reminders = notices.closing_windows(views, now=now)
         if items and items[0].seq is not None:
@@ -590,7 +597,7 @@ def _change_page(current: Visit, viewer: Viewer, shop_id: str, kind: str, *, sta
     if context["record"] is None:
         raise errors.NotUpgraded(_l("The shop's official account is not upgraded yet; upgrade it first"))
     template = "merchant/operator.html" if kind == "operator" else "merchant/phone.html"
-    defaults = {"change_id": "", "countdown": 0, "sent_to": None, "error": None, "code_error": None}
+    defaults: dict[str, Any] = {"change_id": "", "countdown": 0, "sent_to": None, "error": None, "code_error": None}
     if kind == "operator":
         defaults["person"] = forms.PersonForm()
     else:

@@ -102,7 +102,8 @@ def closing_windows(views: list[OfficialView], *, now: dt.datetime) -> list[Noti
     out = []
     for view in views:
         record = view.record
-        if view.can_cancel and record is not None and record.cancel_deadline - now <= REMIND_BEFORE:
+        deadline = record.cancel_deadline if record is not None else None
+        if view.can_cancel and deadline is not None and deadline - now <= REMIND_BEFORE:
             out.append(
                 Notice(
                     at=now,
@@ -111,7 +112,7 @@ def closing_windows(views: list[OfficialView], *, now: dt.datetime) -> list[Noti
                     text=_l(
                         "The upgrade of {shop} can be cancelled until {deadline} (Beijing time), then no longer",
                         shop=view.shop.name,
-                        deadline=record.cancel_deadline.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                        deadline=deadline.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
                     ),
                     shop_id=view.shop.id,
                 )

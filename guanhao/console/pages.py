@@ -87,9 +87,7 @@ def environment(lang: str) -> Environment:
     return env
 
 
-def render(
-    current: Visit, name: str, *, status: int = 200, headers: dict | None = None, **context: Any
-) -> HTMLResponse:
+def render(current: Visit, name: str, *, status: int = 200, headers: dict | None = None, **context: Any) -> Response:
     """A page in the visitor's language. On an htmx request (boosted link, form) only `<main>` is sent,
     with the toasts and the navigation swapped out of band."""
     partial = current.is_htmx and not context.pop("full_page", False)
@@ -109,7 +107,7 @@ def render(
     return finish(current, response)
 
 
-def fragment(current: Visit, name: str, **context: Any) -> HTMLResponse:
+def fragment(current: Visit, name: str, **context: Any) -> Response:
     """A piece of a page (polling): no layout, no toasts."""
     html = (
         environment(current.lang)

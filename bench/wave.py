@@ -26,6 +26,7 @@ WRITTEN = [
     "auto_upgrade_wave_skips",
     "official_accounts",
     "slots",
+    "pools",
     "outbox_events",
     "audit_log",
     "upgrade_applications",
@@ -133,16 +134,17 @@ BASELINE = [
        VALUES ('wave_baseline', 'done', 100000000, 4.6, 0, 0, 0, '{}', 'bench', now(), now())""",
     """INSERT INTO upgrade_applications (id, shop_id, account_id, subject_id, origin, status, account_type, type_chosen,
               attempt, reasons, operator_is_holder, operator_name_enc, operator_id_number_enc, operator_phone_enc,
-              operator_id_hash, awaiting_staff, wave_id, created_at, updated_at, reviewed_at, finished_at)
+              operator_id_hash, staff_review, wave_id, created_at, updated_at, reviewed_at, finished_at)
        SELECT app_id, shop_id, account_id, subject_id, 'auto', 'succeeded', account_type, false, 1, '[]', true,
-              holder_name_enc, holder_id_number_enc, holder_phone_enc, holder_id_hash, false, 'wave_baseline',
+              holder_name_enc, holder_id_number_enc, holder_phone_enc, holder_id_hash, NULL, 'wave_baseline',
               now(), now(), now(), now() FROM plan""",
-    """INSERT INTO slots (pool, slot_no, application_id, account_id, created_at)
-       SELECT 'quota:' || subject_id || ':' || account_type,
-              row_number() OVER (PARTITION BY subject_id, account_type ORDER BY shop_id), app_id, account_id, now()
-       FROM plan
+    """INSERT INTO pools (key, held)
+       SELECT pool, count(*) FROM (SELECT 'quota:' || subject_id || ':' || account_type AS pool FROM plan
+                                   UNION ALL SELECT 'operator:' || holder_id_hash FROM plan) p GROUP BY pool""",
+    """INSERT INTO slots (pool, application_id, account_id, created_at)
+       SELECT 'quota:' || subject_id || ':' || account_type, app_id, account_id, now() FROM plan
        UNION ALL
-       SELECT 'operator:' || holder_id_hash, 1, app_id, account_id, now() FROM plan""",
+       SELECT 'operator:' || holder_id_hash, app_id, account_id, now() FROM plan""",
     """INSERT INTO official_accounts (account_id, shop_id, subject_id, application_id, account_type, origin, upgraded_at,
               cancel_deadline, operator_name_enc, operator_id_number_enc, operator_phone_enc, operator_id_hash,
               operator_since, login_phone_before_enc)

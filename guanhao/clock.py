@@ -11,6 +11,7 @@ from sqlalchemy import Integer, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from guanhao.db import Base, Session, UTCDateTime
+from guanhao.settings import get_settings
 
 
 class SandboxClock(Base):
@@ -25,8 +26,6 @@ def real_now() -> dt.datetime:
 
 
 def now(session: Session) -> dt.datetime:
-    from guanhao.settings import get_settings
-
     if get_settings().sandbox:
         frozen = session.scalar(select(SandboxClock.now).where(SandboxClock.id == 1))
         if frozen is not None:

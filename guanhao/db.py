@@ -4,9 +4,10 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from sqlalchemy import DateTime, Engine, MetaData, Table, create_engine, event, insert, orm, text
+from sqlalchemy import DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert, orm, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -213,10 +214,19 @@ def refusing(session: orm.Session, error: Exception) -> Iterator[None]:
         raise error from None
 
 
+def among(session: orm.Session, column: Any, values: Iterable[Any]) -> Any:
+    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter: the statement text stays the same
+    whatever the number of values (no re-rendering of thousands of placeholders, and psycopg can prepare it)."""
+    values = list(values)
+    if is_postgres(session):
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
 COPY_MIN_ROWS = 20
 
 
-def bulk_insert(session: orm.Session, table: Table, rows: list[dict]) -> None:
+def bulk_insert(session: orm.Session, model: type[Base], rows: list[dict]) -> None:
     """Inserts many rows that all have the same keys (a wave's chunk, its audit rows and events).
 
     On PostgreSQL, from COPY_MIN_ROWS rows on, one COPY in the session's transaction: several times
@@ -226,6 +236,7 @@ def bulk_insert(session: orm.Session, table: Table, rows: list[dict]) -> None:
     """
     if not rows:
         return
+    table = cast(Table, model.__table__)
     if len(rows) < COPY_MIN_ROWS or session.get_bind().dialect.name != "postgresql":
         session.execute(insert(table), rows)
         return
@@ -237,7 +248,9 @@ def bulk_insert(session: orm.Session, table: Table, rows: list[dict]) -> None:
     processors = [(k, c.type._cached_bind_processor(dialect)) for k, c in zip(keys, columns, strict=True)]
     quote = dialect.identifier_preparer.quote
     statement = f"COPY {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) FROM STDIN"
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
     try:
         with cursor.copy(statement) as copy:
             for row in rows:

@@ -20,6 +20,7 @@ from guanhao.auth.service import caller_scope
 from guanhao.db import Base, Session, UTCDateTime, session_scope
 from guanhao.i18n import _l
 from guanhao.pii import vault
+from guanhao.policy import get_policy
 from guanhao.problems import allowed_methods
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -42,8 +43,6 @@ class IdempotencyRecord(Base):
 
 def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None:
     """Claims the key; returns None when claimed, else the existing record (possibly replayable)."""
-    from guanhao.policy import get_policy
-
     idem = get_policy().idempotency
     with session_scope() as session:
         now = clock.now(session)

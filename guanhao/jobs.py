@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from guanhao import idempotency
 from guanhao.db import Session
 from guanhao.http import Admin
+from guanhao.operators import service as operators
 from guanhao.policy import Policy
 from guanhao.schemas import problem_responses
 from guanhao.upgrades import service as upgrades
@@ -22,12 +23,20 @@ def _expire_confirmations(session: Session, policy: Policy, now: dt.datetime) ->
     return total
 
 
+def _expire_pending_changes(session: Session, policy: Policy, now: dt.datetime) -> int:
+    total = 0
+    while batch := operators.expire_pending(session, now=now, limit=500):
+        total += batch
+    return total
+
+
 def _purge_idempotency_keys(session: Session, policy: Policy, now: dt.datetime) -> int:
     return idempotency.purge(session, now=now, retention=dt.timedelta(hours=policy.idempotency.retention_hours))
 
 
 JOBS: dict[str, Callable[[Session, Policy, dt.datetime], int]] = {
     "expire-confirmations": _expire_confirmations,
+    "expire-pending-changes": _expire_pending_changes,
     "purge-idempotency-keys": _purge_idempotency_keys,
 }
 
@@ -45,6 +54,6 @@ class JobResult(BaseModel):
 
 
 @router.post("/jobs/{job}/run", response_model=JobResult, responses=problem_responses(401, 403, 404, 422))
-def run_job(job: Literal["expire-confirmations", "purge-idempotency-keys"], call: Admin):
+def run_job(job: Literal["expire-confirmations", "expire-pending-changes", "purge-idempotency-keys"], call: Admin):
     with call.unit() as (session, now):
         return {"job": job, "processed": run(session, job, call.policy, now)}

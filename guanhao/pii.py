@@ -11,8 +11,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import overload
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from guanhao.settings import get_settings
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -96,6 +99,10 @@ class Vault:
         self._aead = AESGCM(pii_key)
         self._hash_key = hash_key
 
+    @overload
+    def encrypt(self, value: str, *, context: str) -> str: ...
+    @overload
+    def encrypt(self, value: None, *, context: str) -> None: ...
     def encrypt(self, value: str | None, *, context: str) -> str | None:
         if value is None:
             return None
@@ -103,6 +110,10 @@ class Vault:
         sealed = self._aead.encrypt(nonce, value.encode(), context.encode())
         return self._PREFIX + base64.b64encode(nonce + sealed).decode()
 
+    @overload
+    def decrypt(self, token: str, *, context: str) -> str: ...
+    @overload
+    def decrypt(self, token: None, *, context: str) -> None: ...
     def decrypt(self, token: str | None, *, context: str) -> str | None:
         if token is None:
             return None
@@ -121,8 +132,6 @@ _vault: Vault | None = None
 def vault() -> Vault:
     global _vault
     if _vault is None:
-        from guanhao.settings import get_settings
-
         _vault = Vault(*get_settings().keys())
     return _vault
 

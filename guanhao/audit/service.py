@@ -97,7 +97,7 @@ def _write_trail(session: Session, pending: list[dict]) -> None:
         prev = heads.get(chain, GENESIS)
         row["chain"], row["prev_hash"] = chain, prev
         row["row_hash"] = heads[chain] = row_hash(prev, row)
-    bulk_insert(session, AuditEntry.__table__, pending)
+    bulk_insert(session, AuditEntry, pending)
 
 
 def _heads(session: Session, chains: list[str]) -> dict[str, str]:

@@ -11,21 +11,18 @@ from guanhao import errors, pii
 from guanhao.console import pages
 from guanhao.console.session import CurrentVisit, Form, Visit
 from guanhao.subjects import service as subjects
-from guanhao.upgrades import rules
+from guanhao.upgrades import lifecycle, rules
 from guanhao.upgrades import service as upgrades
+from guanhao.upgrades.models import State
 
 router = APIRouter(prefix="/confirm", route_class=pages.ConsoleRoute, include_in_schema=False)
 
 
-def _closed(app, now) -> str | None:
-    """Why the link no longer takes an answer, for the page to say: the services refuse the answer all the same
-    (R-15: expiry is a fact of time, so a submitted application past its deadline reads as expired)."""
-    if app.status == "submitted":
-        expires = app.confirmation_expires_at
-        return "expired" if expires is not None and now >= expires else None
-    if app.status == "expired" or any(r.get("code") == "CONFIRMATION_EXPIRED" for r in app.reasons):
-        return "expired"
-    return "answered"
+def _closed(status: State) -> str | None:
+    """Why the link no longer takes an answer, for the page to say (the services refuse it all the same)."""
+    if status == State.SUBMITTED:
+        return None
+    return "expired" if status == State.EXPIRED else "answered"
 
 
 def _page(current: Visit, token: str, *, status: int = 200, error=None):
@@ -38,7 +35,8 @@ def _page(current: Visit, token: str, *, status: int = 200, error=None):
         subject = subjects.get_subject(session, app.subject_id)
         account = subjects.get_account(session, app.account_id)
         login_phone = pii.masked_phone_from(account.login_phone_enc, context="login_phone")
-        closed = _closed(app, now)
+        app_state = lifecycle.status_at(app, now)
+        closed = _closed(app_state)
         consent = next((c for c in upgrades.consents(session, app.id) if c.party == "holder"), None)
     return pages.render(
         current,
@@ -51,6 +49,7 @@ def _page(current: Visit, token: str, *, status: int = 200, error=None):
         account=account,
         login_phone=login_phone,
         closed=closed,
+        app_status=app_state.value,
         consent=consent,
         error=error,
         what_changes=rules.WHAT_CHANGES,
@@ -64,11 +63,18 @@ def confirmation(token: str, current: CurrentVisit):
     return _page(current, token[:100])
 
 
+def _client(current: Visit) -> upgrades.Client:
+    request = current.request
+    return upgrades.Client(
+        address=request.client.host if request.client else None, user_agent=request.headers.get("user-agent")
+    )
+
+
 def _answer(current: Visit, token: str, verb):
     token = token[:100]
     try:
         with current.unit() as (session, now):
-            verb(session, token, current.policy, now=now)
+            verb(session, token, current.policy, now=now, client=_client(current))
     except (errors.InvalidTransition, errors.ConfirmationExpired):
         return _page(current, token, status=409)
     except errors.NotFound:

@@ -26,10 +26,9 @@ from guanhao.operators import service as operators
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Shop
-from guanhao.upgrades import ownership, rules
+from guanhao.upgrades import lifecycle, ownership, rules
 from guanhao.upgrades import service as upgrades
-from guanhao.upgrades.models import Application
-from guanhao.upgrades.schemas import steps as application_steps
+from guanhao.upgrades.models import IN_PROGRESS, Application, State
 
 router = APIRouter(route_class=pages.ConsoleRoute, include_in_schema=False)
 
@@ -76,6 +75,12 @@ def _application(session: Session, shop: Shop, application_id: str) -> Applicati
 class ShopState:
     view: upgrades.OfficialView
     latest: Application | None
+    now: dt.datetime
+
+    @property
+    def latest_status(self) -> str | None:
+        """The latest application's state as every read shows it (R-15: a lapsed one reads expired)."""
+        return None if self.latest is None else lifecycle.status_at(self.latest, self.now).value
 
     @property
     def status(self) -> str:
@@ -84,9 +89,9 @@ class ShopState:
             return "upgraded"
         if self.view.active is not None:
             return "in_progress"
-        if self.latest is not None and self.latest.status in FINISHED_UNSUCCESSFULLY:
+        if self.latest_status in FINISHED_UNSUCCESSFULLY:
             return "failed"
-        if self.latest is not None and self.latest.status == "cancelled":
+        if self.latest_status == "cancelled":
             return "cancelled"
         return "not_upgraded"
 
@@ -107,19 +112,19 @@ class ShopState:
 def shop_state(session: Session, shop: Shop, current: Visit, now: dt.datetime) -> ShopState:
     view = upgrades.official_view(session, shop, current.policy, now=now)
     latest = upgrades.applications_for_shop(session, shop.id, before_seq=None, limit=1)
-    return ShopState(view=view, latest=latest[0] if latest else None)
+    return ShopState(view=view, latest=latest[0] if latest else None, now=now)
 
 
 def _unread(session: Session, viewer: Viewer) -> int:
     return notices.unread(session, _subject_id(viewer), seen_seq=viewer.notices_seen_seq)
 
 
-def _steps(app: Application | None, lang: str) -> list[dict]:
+def _steps(app: Application | None, lang: str, now: dt.datetime) -> list[dict]:
     if app is None:
         return []
     state = {"done": "finish", "current": "process", "pending": "wait", "failed": "error", "skipped": "wait"}
     out = []
-    for step in application_steps(app):
+    for step in lifecycle.steps(app, now):
         if step["state"] == "skipped":
             description = _l("Skipped").render(lang)
         elif step["at"] is not None:
@@ -169,8 +174,8 @@ def _reason_text(stored: dict, lang: str) -> str:
     return message.render(lang) if isinstance(message, Message) else message
 
 
-def _reasons(app: Application | None, lang: str) -> list[str]:
-    return [_reason_text(r, lang) for r in app.reasons] if app is not None else []
+def _reasons(app: Application | None, lang: str, now: dt.datetime) -> list[str]:
+    return [_reason_text(r, lang) for r in upgrades.reasons_at(app, now)] if app is not None else []
 
 
 def _official_context(session: Session, current: Visit, viewer: Viewer, shop: Shop, now: dt.datetime) -> dict:
@@ -191,8 +196,8 @@ def _official_context(session: Session, current: Visit, viewer: Viewer, shop: Sh
         "record": record,
         "latest": state.latest,
         "holder": holder,
-        "progress": _steps(state.latest, current.lang),
-        "reasons": _reasons(state.latest, current.lang),
+        "progress": _steps(state.latest, current.lang, now),
+        "reasons": _reasons(state.latest, current.lang, now),
         "cancel_refusal": refusal,
         "days_left": pages.days_until(record.cancel_deadline, now) if record is not None else 0,
         "now": now,
@@ -210,7 +215,7 @@ def shop_list(current: CurrentVisit, after: str | None = Query(default=None, max
         subject = subjects.get_subject(session, _subject_id(viewer))
         shops = subjects.shops_of(session, _subject_id(viewer), after_id=after, limit=SHOPS_PAGE)
         rows = [(shop, shop_state(session, shop, current, now)) for shop in shops]
-        quotas = upgrades.subject_quotas(session, subject, current.policy)
+        quotas = upgrades.subject_quotas(session, subject, current.policy, now=now)
         unread = _unread(session, viewer)
     return pages.render(
         current,
@@ -340,7 +345,8 @@ def official_account(shop_id: str, current: CurrentVisit):
         unread=unread,
         history=history,
         trail=trail,
-        reasons_of=lambda app: _reasons(app, current.lang),
+        reasons_of=lambda app: _reasons(app, current.lang, now),
+        status_of=lambda app: lifecycle.status_at(app, now).value,
         **context,
     )
 
@@ -395,7 +401,7 @@ def wizard_type(shop_id: str, current: CurrentVisit, account_type: str | None = 
     with current.unit() as (session, now):
         shop, _state, _checks, resolved = _wizard(session, current, viewer, shop_id, now, None)
         subject = subjects.get_subject(session, shop.subject_id)
-        quotas = upgrades.subject_quotas(session, subject, current.policy)
+        quotas = upgrades.subject_quotas(session, subject, current.policy, now=now)
         unread = _unread(session, viewer)
     return pages.render(
         current,
@@ -515,17 +521,18 @@ def _application_context(session: Session, current: Visit, viewer: Viewer, shop_
     shop = _shop(session, viewer, shop_id)
     app = _application(session, shop, application_id)
     link = None
-    if get_settings().sandbox and app.status == "submitted":
+    if get_settings().sandbox and lifecycle.status_at(app, now) == State.SUBMITTED:
         # Sandbox only: the holder's link, so a demo can play the holder (outside sandbox it goes to the holder alone).
         token = upgrades.confirmation_token(app)
         link = upgrades.confirmation_url("", token) if token else None
     return {
         "shop": shop,
         "app": app,
-        "progress": _steps(app, current.lang),
-        "reasons": _reasons(app, current.lang),
+        "progress": _steps(app, current.lang, now),
+        "reasons": _reasons(app, current.lang, now),
         "holder_link": link,
-        "waiting": app.status in ("submitted", "reviewing"),
+        "app_status": lifecycle.status_at(app, now).value,
+        "waiting": lifecycle.status_at(app, now) in IN_PROGRESS,
     }
 
 

@@ -28,7 +28,7 @@ def emit(
 
 @Session.writes_at_commit(_QUEUE)
 def _write_outbox(session: Session, pending: list[dict]) -> None:
-    bulk_insert(session, OutboxEvent.__table__, pending)
+    bulk_insert(session, OutboxEvent, pending)
 
 
 def events_after(

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from guanhao.settings import get_settings
+
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default.toml")
 
 ShopType = Literal["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual", "personal"]
@@ -192,6 +194,4 @@ def _coerce(raw: dict) -> dict:
 
 @lru_cache
 def get_policy() -> Policy:
-    from guanhao.settings import get_settings
-
     return load_policy(get_settings().policy)

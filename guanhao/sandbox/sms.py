@@ -1,22 +1,13 @@
-"""Sending SMS. The service depends on the `SmsSender` protocol only; the sandbox sender stores
-messages so tests and the sandbox API can read them. A real provider plugs in by implementing
-`send` and being returned from `get_sender`."""
+"""The sandbox's SMS sender (guanhao.sms picks it in sandbox mode): it keeps what was 'sent', the phone
+sealed like any personal data, so tests and GET /api/v1/sandbox/sms can read the codes and links."""
 
 import datetime as dt
-from typing import Protocol
 
-import structlog
 from sqlalchemy import select
 
 from guanhao.db import Session
-from guanhao.pii import mask_phone, vault
+from guanhao.pii import vault
 from guanhao.sandbox.models import SmsMessage
-
-
-class SmsSender(Protocol):
-    def send(
-        self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime
-    ) -> None: ...
 
 
 class SandboxSmsSender:
@@ -34,23 +25,6 @@ class SandboxSmsSender:
                 at=now,
             )
         )
-
-
-class UnconfiguredSmsSender:
-    """Outside sandbox mode with no provider plugged in: say so in the log (masked), send nothing."""
-
-    def send(
-        self, session: Session, *, phone: str, text: str, code: str | None, purpose: str, now: dt.datetime
-    ) -> None:
-        structlog.get_logger("guanhao.sms").warning(
-            "sms.not_sent", reason="no SMS provider configured", phone=mask_phone(phone), purpose=purpose
-        )
-
-
-def get_sender() -> SmsSender:
-    from guanhao.settings import get_settings
-
-    return SandboxSmsSender() if get_settings().sandbox else UnconfiguredSmsSender()
 
 
 def messages_for(session: Session, phone: str, *, limit: int = 50) -> list[SmsMessage]:

@@ -16,14 +16,22 @@ from guanhao.schemas import ID_RE
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
 
-# Checks other domains register that run before a shop's binding or subject changes: the upgrades
-# package refuses while the shop is upgraded or upgrading. Run in registration order.
-ShopGuard = Callable[[Session, Shop], None]
+# Checks other domains register on the platform's changes, run in registration order before the change:
+# the upgrades package keeps an upgraded or upgrading shop's binding and subject, and an upgraded
+# account's login phone and holder, which are the subject's to manage.
+ShopGuard = Callable[[Session, Shop, dt.datetime], None]
+AccountGuard = Callable[[Session, Account, AccountIn], None]
 SHOP_GUARDS: list[ShopGuard] = []
+ACCOUNT_GUARDS: list[AccountGuard] = []
 
 
 def guard_shop_moves(check: ShopGuard) -> ShopGuard:
     SHOP_GUARDS.append(check)
+    return check
+
+
+def guard_account_sync(check: AccountGuard) -> AccountGuard:
+    ACCOUNT_GUARDS.append(check)
     return check
 
 
@@ -97,7 +105,7 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
         session.add(shop)
     elif shop.subject_id != body.subject_id:
         # SPEC R-21: the upgrade keeps the subject behind the account; never move a shop under one.
-        _guard_moves(session, shop)
+        _guard_moves(session, shop, now)
     shop.subject_id = body.subject_id
     shop.name = body.name
     shop.shop_type = body.shop_type
@@ -124,9 +132,12 @@ def put_account(
 ) -> tuple[Account, bool]:
     account = session.get(Account, account_id, with_for_update=True)
     created = account is None
-    if created:
+    if account is None:
         account = Account(id=account_id, created_at=now)
         session.add(account)
+    else:
+        for check in ACCOUNT_GUARDS:
+            check(session, account, body)
     holder = pii.seal_person(body.holder.person(), context="person")
     account.nickname = body.nickname
     account.followers = body.followers
@@ -166,7 +177,7 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
         raise _unknown("account_id", _l("Account {account_id} is not known; sync it first", account_id=body.account_id))
     if shop.official_account_id == body.account_id:
         return shop
-    _guard_moves(session, shop)
+    _guard_moves(session, shop, now)
     taken = errors.AccountAlreadyBound(
         _l("Account {account_id} is the official account of another shop", account_id=body.account_id)
     )
@@ -193,9 +204,9 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
     return shop
 
 
-def _guard_moves(session: Session, shop: Shop) -> None:
+def _guard_moves(session: Session, shop: Shop, now: dt.datetime) -> None:
     for check in SHOP_GUARDS:
-        check(session, shop)
+        check(session, shop, now)
 
 
 _KINDS = {"subject": (SubjectIn, put_subject), "shop": (ShopIn, put_shop), "account": (AccountIn, put_account)}

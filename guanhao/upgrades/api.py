@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from guanhao import errors
 from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, page
@@ -9,7 +9,7 @@ from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Subject
-from guanhao.upgrades import rules, service
+from guanhao.upgrades import lifecycle, ownership, rules, service
 from guanhao.upgrades.schemas import (
     AccountTypeName,
     AdminApplicationOut,
@@ -76,12 +76,12 @@ def get_eligibility(
 
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
 def get_quotas(subject_id: IdPath, call: Authenticated):
-    with call.unit() as (session, _now):
+    with call.unit() as (session, now):
         call.require_subject(subject_id, not_found=_l("Subject {subject_id} not found", subject_id=subject_id))
         subject = session.get(Subject, subject_id)
         if subject is None:
             raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
-        return service.subject_quotas(session, subject, call.policy)
+        return service.subject_quotas(session, subject, call.policy, now=now)
 
 
 @router.post("/shops/{shop_id}/upgrade-applications", status_code=201, response_model=ApplicationOut, responses=_WRITE)
@@ -99,22 +99,22 @@ def submit_application(shop_id: IdPath, body: SubmitIn, call: Authenticated):
             now=now,
             public_url=get_settings().public_url,
         )
-        return application_out(app, call.lang)
+        return application_out(app, call.lang, now=now)
 
 
 @router.get("/upgrade-applications/{application_id}", response_model=ApplicationOut, responses=_READ)
 def get_application(application_id: IdPath, call: Authenticated):
-    with call.unit() as (session, _now):
-        return application_out(_visible_application(session, call, application_id), call.lang)
+    with call.unit() as (session, now):
+        return application_out(_visible_application(session, call, application_id), call.lang, now=now)
 
 
 @router.get("/shops/{shop_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
 def list_applications(shop_id: IdPath, call: Authenticated, cursor: CursorParam = None):
-    with call.unit() as (session, _now):
+    with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
         apps = service.applications_for_shop(session, shop_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
         return {
-            "items": [application_out(a, call.lang) for a in apps],
+            "items": [application_out(a, call.lang, now=now) for a in apps],
             "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
         }
 
@@ -124,21 +124,29 @@ def withdraw_application(application_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         _visible_application(session, call, application_id)
         app = service.withdraw(session, application_id, actor=call.actor, now=now)
-        return application_out(app, call.lang)
+        return application_out(app, call.lang, now=now)
 
 
 # ------------------------------------------------------------------ account holder (capability token)
 
+
+def _client(request: Request) -> service.Client:
+    """Where the holder's answer came from, for its audit row (R-60)."""
+    return service.Client(
+        address=request.client.host if request.client else None, user_agent=request.headers.get("user-agent")
+    )
+
+
 Token = Annotated[str, Path(min_length=20, max_length=100)]
 
 
-def _confirmation_out(session, app, policy, lang: str) -> dict:
+def _confirmation_out(session, app, policy, lang: str, *, now) -> dict:
     shop = subjects.get_shop(session, app.shop_id)
     subject = session.get(Subject, app.subject_id)
     account = session.get(Account, app.account_id)
     return {
         "application_id": app.id,
-        "status": app.status,
+        "status": lifecycle.status_at(app, now).value,
         "expires_at": app.confirmation_expires_at,
         "shop": {"shop_id": shop.id, "name": shop.name},
         "subject": {"subject_id": subject.id, "name": subject.name},
@@ -151,35 +159,35 @@ def _confirmation_out(session, app, policy, lang: str) -> dict:
 
 @holder_router.get("/confirmations/{token}", response_model=ConfirmationOut, responses=problem_responses(404, 422))
 def get_confirmation(token: Token, call: Anonymous):
-    with call.unit() as (session, _now):
-        return _confirmation_out(session, service.by_token(session, token), call.policy, call.lang)
+    with call.unit() as (session, now):
+        return _confirmation_out(session, service.by_token(session, token), call.policy, call.lang, now=now)
 
 
 @holder_router.post(
     "/confirmations/{token}/accept", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422)
 )
-def accept_confirmation(token: Token, call: Anonymous):
+def accept_confirmation(token: Token, call: Anonymous, request: Request):
     with call.unit() as (session, now):
-        app = service.accept(session, token, call.policy, now=now)
-        return _confirmation_out(session, app, call.policy, call.lang)
+        app = service.accept(session, token, call.policy, now=now, client=_client(request))
+        return _confirmation_out(session, app, call.policy, call.lang, now=now)
 
 
 @holder_router.post(
     "/confirmations/{token}/decline", response_model=ConfirmationOut, responses=problem_responses(404, 409, 422)
 )
-def decline_confirmation(token: Token, call: Anonymous):
+def decline_confirmation(token: Token, call: Anonymous, request: Request):
     with call.unit() as (session, now):
-        app = service.decline(session, token, call.policy, now=now)
-        return _confirmation_out(session, app, call.policy, call.lang)
+        app = service.decline(session, token, call.policy, now=now, client=_client(request))
+        return _confirmation_out(session, app, call.policy, call.lang, now=now)
 
 
 # ------------------------------------------------------------------ staff
 
 
-def _admin_application_out(session, app, lang: str) -> dict:
+def _admin_application_out(session, app, lang: str, *, now) -> dict:
     token = service.confirmation_token(app)
     return {
-        **application_out(app, lang),
+        **application_out(app, lang, now=now),
         "confirmation_url": service.confirmation_url(get_settings().public_url, token) if token else None,
         "consents": [consent_out(c) for c in service.consents(session, app.id)],
     }
@@ -187,16 +195,16 @@ def _admin_application_out(session, app, lang: str) -> dict:
 
 @staff_router.get("/upgrade-applications/{application_id}", response_model=AdminApplicationOut, responses=_READ)
 def admin_get_application(application_id: IdPath, call: Admin):
-    with call.unit() as (session, _now):
-        return _admin_application_out(session, service.get_application(session, application_id), call.lang)
+    with call.unit() as (session, now):
+        return _admin_application_out(session, service.get_application(session, application_id), call.lang, now=now)
 
 
 @staff_router.get("/review-queue", response_model=ApplicationList, responses=_READ)
 def review_queue(call: Admin, cursor: CursorParam = None):
-    with call.unit() as (session, _now):
+    with call.unit() as (session, now):
         apps = service.review_queue(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
         return {
-            "items": [application_out(a, call.lang) for a in apps],
+            "items": [application_out(a, call.lang, now=now) for a in apps],
             "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
         }
 
@@ -204,15 +212,16 @@ def review_queue(call: Admin, cursor: CursorParam = None):
 @staff_router.post("/upgrade-applications/{application_id}/approve", response_model=ApplicationOut, responses=_WRITE)
 def approve(application_id: IdPath, call: Admin, body: Annotated[ApproveIn | None, Body()] = None):
     with call.unit() as (session, now):
-        app = service.approve(session, application_id, call.policy, actor=call.actor, now=now)
-        return application_out(app, call.lang)
+        note = body.note if body is not None else None
+        app = service.approve(session, application_id, call.policy, actor=call.actor, now=now, note=note)
+        return application_out(app, call.lang, now=now)
 
 
 @staff_router.post("/upgrade-applications/{application_id}/reject", response_model=ApplicationOut, responses=_WRITE)
 def reject(application_id: IdPath, body: StaffRejectIn, call: Admin):
     with call.unit() as (session, now):
         app = service.staff_reject(session, application_id, reason=body.reason, actor=call.actor, now=now)
-        return application_out(app, call.lang)
+        return application_out(app, call.lang, now=now)
 
 
 @router.post("/shops/{shop_id}/official-account/cancel-upgrade", response_model=OfficialAccountOut, responses=_WRITE)
@@ -231,8 +240,6 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
 )
 def ownership_record(shop_id: IdPath, call: Authenticated):
     """升级凭证: consents, subject, operators, cancels and changes, with a digest checkable against the audit trail."""
-    from guanhao.upgrades import ownership
-
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
         return ownership.build(session, shop_id, now=now)

@@ -1,4 +1,5 @@
-"""Upgrade applications (升级申请), their state machine, slot reservations and official-account records."""
+"""Upgrade applications (升级申请), the staff review step, auto-upgrade waves — each with its state machine
+as data — the quota pools, and the official-account records."""
 
 import datetime as dt
 from enum import StrEnum
@@ -46,6 +47,39 @@ IN_PROGRESS = (State.SUBMITTED, State.REVIEWING)
 _IN_PROGRESS_SQL = "status IN ('submitted', 'reviewing')"
 
 
+class Review(StrEnum):
+    """The staff review step of an application in `reviewing` (R-16): big accounts wait for staff."""
+
+    WAITING = "waiting"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+REVIEW_TRANSITIONS: dict[Review | None, frozenset[Review]] = {
+    None: frozenset({Review.WAITING}),
+    Review.WAITING: frozenset({Review.APPROVED, Review.REJECTED}),
+    Review.APPROVED: frozenset(),
+    Review.REJECTED: frozenset(),
+}
+
+
+class WaveState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# A failed wave, or one marked done by a worker that lost a race to its last chunk, can be resumed;
+# a cancelled one stays cancelled (R-11).
+WAVE_TRANSITIONS: dict[WaveState, frozenset[WaveState]] = {
+    WaveState.RUNNING: frozenset({WaveState.DONE, WaveState.FAILED, WaveState.CANCELLED}),
+    WaveState.DONE: frozenset({WaveState.RUNNING}),
+    WaveState.FAILED: frozenset({WaveState.RUNNING, WaveState.CANCELLED}),
+    WaveState.CANCELLED: frozenset(),
+}
+
+
 class AccountType(StrEnum):
     MAIN = "main"
     VERTICAL = "vertical"
@@ -84,7 +118,7 @@ class Application(Base):
     confirmation_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     confirmation_token_enc: Mapped[str | None] = mapped_column(Text)
     confirmation_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    awaiting_staff: Mapped[bool] = mapped_column(Boolean, default=False)
+    staff_review: Mapped[str | None] = mapped_column(String(12))
     wave_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -115,29 +149,40 @@ class Application(Base):
         CheckConstraint("account_type IN ('main','vertical','dedicated')", name="account_type"),
         CheckConstraint("origin IN ('manual','auto')", name="origin"),
         CheckConstraint("attempt >= 1", name="attempt"),
+        CheckConstraint("staff_review IN ('waiting','approved','rejected')", name="staff_review"),
     )
+
+    @property
+    def awaiting_staff(self) -> bool:
+        return self.staff_review == Review.WAITING
+
+
+class Pool(Base):
+    """A bounded pool: a subject's account-type quota (R-30) or one person's operator places (R-41).
+
+    `held` counts the places held now. It moves only by one atomic statement that refuses to pass the
+    capacity of the moment (`held < capacity`), so no concurrency, and no capacity lowered by a later
+    sync, can overbook it (R-33); `slots` say who holds each place.
+    """
+
+    __tablename__ = "pools"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (CheckConstraint("held >= 0", name="held"),)
 
 
 class Slot(Base):
-    """A numbered place in a bounded pool: account-type quota of a subject, or an operator's capacity.
-
-    (pool, slot_no) is unique and slot_no is only ever chosen within 1..capacity, so no
-    concurrency can reserve past the bound (SPEC R-33, R-41).
-    """
+    """A place held in a pool by an application (its account-type slot, its operator's place)."""
 
     __tablename__ = "slots"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    pool: Mapped[str] = mapped_column(String(120))
-    slot_no: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str] = mapped_column(ForeignKey("pools.key"), index=True)
     application_id: Mapped[str] = mapped_column(ForeignKey("upgrade_applications.id"), index=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-
-    __table_args__ = (
-        UniqueConstraint("pool", "slot_no"),
-        CheckConstraint("slot_no >= 1", name="slot_no"),
-    )
 
 
 class OfficialAccount(Base):
@@ -188,7 +233,7 @@ class Wave(Base):
     __tablename__ = "auto_upgrade_waves"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    status: Mapped[str] = mapped_column(String(12))  # running | done | failed
+    status: Mapped[str] = mapped_column(String(12))  # WaveState
     limit: Mapped[int] = mapped_column(Integer)
     min_experience_score: Mapped[float] = mapped_column(Float)
     scanned: Mapped[int] = mapped_column(Integer, default=0)
@@ -202,7 +247,7 @@ class Wave(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        CheckConstraint("status IN ('running','done','failed')", name="status"),
+        CheckConstraint("status IN ('running','done','failed','cancelled')", name="status"),
         CheckConstraint('"limit" >= 0 AND upgraded <= "limit"', name="limit"),
     )
 

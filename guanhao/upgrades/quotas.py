@@ -1,17 +1,25 @@
-"""Bounded pools of numbered slots held by the database (SPEC R-33, R-41).
+"""Bounded pools held by the database (SPEC R-33, R-41): a subject's account-type slots and one
+person's operator places.
 
-A reservation is a row (pool, slot_no) under a unique constraint, with slot_no chosen in
-1..capacity. Two transactions racing for the same number: the unique index lets one win; the
-loser re-reads and takes the next free number, or finds none. No read-then-write can overbook.
+Each pool is a counter row (`pools.held`) beside the slots that say who holds what. A place is
+taken by one atomic upsert that adds one only while `held < capacity` — the capacity of the moment,
+so a quota lowered by a later sync blocks new reservations until enough are released — and given
+back by deleting the slot and subtracting in the same transaction. No read-then-write can overbook.
+
+Lock order: a transaction that touches several pools locks their rows in key order first (`lock`),
+so a manual application, an operator change and a wave chunk never wait on each other in a circle.
 """
 
 import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from typing import cast
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from guanhao.db import Session
-from guanhao.upgrades.models import AccountType, Slot
+from guanhao.db import Session, among, bulk_insert, is_postgres
+from guanhao.upgrades.models import AccountType, Pool, Slot
 
 
 def quota_pool(subject_id: str, account_type: str) -> str:
@@ -22,42 +30,99 @@ def operator_pool(id_hash: str) -> str:
     return f"operator:{id_hash}"
 
 
+def _insert(session: Session):
+    return (postgresql if is_postgres(session) else sqlite).insert(Pool)
+
+
+def lock(session: Session, pools: Iterable[str]) -> dict[str, int]:
+    """Creates the pools that do not exist yet and locks them all, in key order; returns what each holds."""
+    keys = sorted(set(pools))
+    if not keys:
+        return {}
+    session.execute(_insert(session).values([{"key": k, "held": 0} for k in keys]).on_conflict_do_nothing())
+    stmt = select(Pool.key, Pool.held).where(among(session, Pool.key, keys)).order_by(Pool.key).with_for_update()
+    return dict(session.execute(stmt).all())
+
+
 def reserve(
     session: Session, pool: str, capacity: int, *, application_id: str, account_id: str, now: dt.datetime
-) -> int | None:
-    for _ in range(capacity + 5):
-        taken = set(session.scalars(select(Slot.slot_no).where(Slot.pool == pool)))
-        free = next((n for n in range(1, capacity + 1) if n not in taken), None)
-        if free is None:
-            return None
-        try:
-            with session.begin_nested():
-                session.add(
-                    Slot(pool=pool, slot_no=free, application_id=application_id, account_id=account_id, created_at=now)
-                )
-                session.flush()
-            return free
-        except IntegrityError:
-            continue
-    return None
+) -> bool:
+    """R-33, R-41: one more place in `pool` if fewer than `capacity` are held now; False when full."""
+    if capacity <= 0:
+        return False
+    stmt = (
+        _insert(session)
+        .values(key=pool, held=1)
+        .on_conflict_do_update(index_elements=[Pool.key], set_={"held": Pool.held + 1}, where=Pool.held < capacity)
+        .returning(Pool.held)
+    )
+    if session.execute(stmt).scalar() is None:
+        return False
+    session.add(Slot(pool=pool, application_id=application_id, account_id=account_id, created_at=now))
+    return True
+
+
+def reserve_many(session: Session, places: list[dict], *, now: dt.datetime) -> None:
+    """Writes places a caller planned under `lock` (a wave chunk): `{"pool", "application_id",
+    "account_id"}` each. The counters move by what each pool gained, in one statement."""
+    if not places:
+        return
+    bulk_insert(session, Slot, [{**p, "created_at": now} for p in places])
+    gained = Counter(p["pool"] for p in places)
+    pools = cast(Table, Pool.__table__)
+    session.execute(
+        update(pools).where(pools.c.key == bindparam("k")).values(held=pools.c.held + bindparam("n")),
+        [{"k": k, "n": n} for k, n in sorted(gained.items())],
+    )
 
 
 def release(session: Session, *, application_id: str, pool_prefix: str | None = None) -> int:
+    """Gives back what an application holds (or only its places in pools starting with `pool_prefix`)."""
     stmt = delete(Slot).where(Slot.application_id == application_id)
     if pool_prefix is not None:
         stmt = stmt.where(Slot.pool.startswith(pool_prefix))
-    return session.execute(stmt).rowcount
+    freed = Counter(session.execute(stmt.returning(Slot.pool)).scalars().all())
+    for pool, n in sorted(freed.items()):
+        session.execute(update(Pool).where(Pool.key == pool).values(held=Pool.held - n))
+    return sum(freed.values())
 
 
-def used(session: Session, pool: str, *, excluding_application: str | None = None) -> int:
-    stmt = select(func.count()).select_from(Slot).where(Slot.pool == pool)
+def move(
+    session: Session,
+    *,
+    application_id: str,
+    account_id: str,
+    from_pool: str,
+    to_pool: str,
+    capacity: int,
+    now: dt.datetime,
+) -> bool:
+    """R-41: an account's operator place moves to another person; False (nothing changed) when they are full."""
+    lock(session, [from_pool, to_pool])
+    if not reserve(session, to_pool, capacity, application_id=application_id, account_id=account_id, now=now):
+        return False
+    release(session, application_id=application_id, pool_prefix=from_pool)
+    return True
+
+
+def held(session: Session, pool: str, *, excluding_application: str | None = None) -> int:
+    """The places held in `pool` now; with `excluding_application`, not counting that application's own (R-16)."""
+    count = session.scalar(select(Pool.held).where(Pool.key == pool)) or 0
     if excluding_application is not None:
-        stmt = stmt.where(Slot.application_id != excluding_application)
-    return session.scalar(stmt) or 0
+        count -= (
+            session.scalar(select(func.count()).where(Slot.pool == pool, Slot.application_id == excluding_application))
+            or 0
+        )
+    return count
 
 
-def used_by_type(session: Session, subject_id: str, *, excluding_application: str | None = None) -> dict[str, int]:
+def held_by_type(session: Session, subject_id: str, *, excluding_application: str | None = None) -> dict[str, int]:
     return {
-        t.value: used(session, quota_pool(subject_id, t.value), excluding_application=excluding_application)
+        t.value: held(session, quota_pool(subject_id, t.value), excluding_application=excluding_application)
         for t in AccountType
     }
+
+
+def holders(session: Session, pools: Iterable[str]) -> list[str]:
+    """The applications holding a place in any of `pools`."""
+    return list(session.scalars(select(Slot.application_id).where(Slot.pool.in_(list(pools))).distinct()))

@@ -1,10 +1,13 @@
-"""Pure rules: eligibility checks (SPEC R-01..R-04, R-30..R-32, R-41), quotas and type resolution.
+"""Pure rules: eligibility checks (SPEC R-01..R-04, R-30..R-32, R-41), quotas and type resolution, who
+operates the account (R-40), which accounts wait for staff (R-16), and what an auto-upgrade wave does
+with a shop (R-11) — asked alike by a merchant's application and by a wave.
 
 No database, no clock: plain values in, plain values out.
 """
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from guanhao.errors import Reason
 from guanhao.i18n import Message, _l
@@ -133,12 +136,112 @@ class Facts:
     real_name_verified: bool | None
     account_status: str | None
     violations_90d: int | None
+    followers: int | None
     already_upgraded: bool
     other_in_progress: bool
     quota: QuotaFacts
     explicit_type: str | None
     operator_used: int | None
     operator_capacity: int = field(default=5)
+
+
+class SubjectLike(Protocol):
+    @property
+    def subject_type(self) -> str: ...
+    @property
+    def cross_border(self) -> bool: ...
+    @property
+    def license_valid_until(self) -> dt.date | None: ...
+
+
+class AccountLike(Protocol):
+    @property
+    def followers(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def real_name_verified(self) -> bool: ...
+    @property
+    def violations_90d(self) -> int: ...
+
+
+def facts(
+    policy: Policy,
+    *,
+    shop_type: str,
+    shop_status: str,
+    subject: SubjectLike,
+    account: AccountLike | None,
+    bound_followers: int,
+    quota_used: dict[str, int],
+    operator_used: int | None,
+    other_in_progress: bool,
+    already_upgraded: bool,
+    explicit_type: str | None,
+    today: dt.date,
+) -> Facts:
+    """The facts every decision reads, built the same way for a merchant's application and for a wave."""
+    totals = quota_totals(
+        policy, subject_type=subject.subject_type, cross_border=subject.cross_border, bound_followers=bound_followers
+    )
+    return Facts(
+        shop_type=shop_type,
+        shop_status=shop_status,
+        license_valid_until=subject.license_valid_until,
+        today=today,
+        account_bound=account is not None,
+        real_name_verified=account.real_name_verified if account else None,
+        account_status=account.status if account else None,
+        violations_90d=account.violations_90d if account else None,
+        followers=account.followers if account else None,
+        already_upgraded=already_upgraded,
+        other_in_progress=other_in_progress,
+        quota=QuotaFacts(totals=totals, used=quota_used, cross_border=subject.cross_border),
+        explicit_type=explicit_type,
+        operator_used=operator_used,
+        operator_capacity=policy.operators.capacity,
+    )
+
+
+def operator_id_hash(*, named: str | None, holder: str | None) -> str | None:
+    """R-40: the account's operator is its holder's real-name identity, unless the merchant names another person."""
+    return named if named is not None else holder
+
+
+def needs_staff_review(policy: Policy, followers: int) -> bool:
+    """R-16: an account with at least this many followers (policy) waits for staff after the checks pass."""
+    threshold = policy.review.staff_review_min_followers
+    return threshold is not None and followers >= threshold
+
+
+OPTED_OUT = "AUTO_UPGRADE_CANCELLED"
+NEEDS_STAFF_REVIEW = "NEEDS_STAFF_REVIEW"
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    account_type: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+def auto_decision(policy: Policy, facts: Facts, *, opted_out: bool) -> Upgrade | Skip:
+    """R-11: what a wave does with a candidate shop. Every check of a manual application (the first failure
+    is the counted reason); then accounts that would need staff review (R-16) and shops whose auto upgrade
+    the merchant cancelled before (they may still upgrade manually) are skipped."""
+    if opted_out:
+        return Skip(OPTED_OUT)
+    checks, account_type = evaluate(policy, facts)
+    failures = failed(checks)
+    if failures:
+        return Skip(failures[0].code)
+    if needs_staff_review(policy, facts.followers or 0):
+        return Skip(NEEDS_STAFF_REVIEW)
+    assert account_type is not None
+    return Upgrade(account_type)
 
 
 def quota_totals(policy: Policy, *, subject_type: str, cross_border: bool, bound_followers: int) -> dict[str, int]:

@@ -6,9 +6,9 @@ from pydantic import BaseModel, Field, StringConstraints
 from guanhao import pii
 from guanhao.i18n import render
 from guanhao.schemas import Bool, PersonIn, PersonOut, Reason, RequestBody
-from guanhao.upgrades import rules
-from guanhao.upgrades.models import Application, Consent, Origin, State
-from guanhao.upgrades.service import OfficialView
+from guanhao.upgrades import lifecycle, rules
+from guanhao.upgrades.models import Application, Consent
+from guanhao.upgrades.service import OfficialView, reasons_at
 
 AccountTypeName = Literal["main", "vertical", "dedicated"]
 StatusName = Literal["submitted", "reviewing", "succeeded", "rejected", "expired", "withdrawn", "cancelled"]
@@ -159,46 +159,9 @@ def check_out(check: rules.Check, lang: str) -> dict:
     }
 
 
-def steps(app: Application) -> list[dict]:
-    """SPEC R-17: submitted → holder confirmation → review → result, with times."""
-    status = State(app.status)
-    auto = app.origin == Origin.AUTO
-    holder = {"step": "holder_confirmation", "state": "pending", "at": None}
-    review = {"step": "review", "state": "pending", "at": None}
-    result = {"step": "result", "state": "pending", "at": None}
-    declined_or_expired = status == State.EXPIRED or any(r["code"] == "HOLDER_DECLINED" for r in app.reasons)
-    if auto:
-        holder["state"] = review["state"] = "skipped"
-    elif status == State.SUBMITTED:
-        holder["state"] = "current"
-    elif status == State.WITHDRAWN:
-        holder["state"] = review["state"] = "skipped"
-    elif declined_or_expired:
-        holder.update(state="failed", at=app.confirmed_at or app.finished_at)
-        review["state"] = "skipped"
-    else:
-        holder.update(state="done", at=app.confirmed_at)
-    if not auto and not declined_or_expired and status not in (State.SUBMITTED, State.WITHDRAWN):
-        if status == State.REVIEWING:
-            review.update(state="current", at=app.reviewed_at)
-        elif status == State.REJECTED:
-            review.update(state="failed", at=app.finished_at)
-        else:
-            review.update(state="done", at=app.reviewed_at)
-    if status not in (State.SUBMITTED, State.REVIEWING):
-        result.update(state="failed" if status in (State.REJECTED, State.EXPIRED) else "done", at=app.finished_at)
-    return [{"step": "submitted", "state": "done", "at": app.created_at}, holder, review, result]
-
-
-def current_step(step_list: list[dict]) -> str:
-    for s in step_list:
-        if s["state"] == "current":
-            return s["step"]
-    return "result"
-
-
-def application_out(app: Application, lang: str) -> dict:
-    step_list = steps(app)
+def application_out(app: Application, lang: str, *, now: dt.datetime) -> dict:
+    """An application as every read shows it at `now` (a lapsed one reads expired, R-15)."""
+    step_list = lifecycle.steps(app, now)
     operator = pii.open_person(
         app.operator_name_enc, app.operator_id_number_enc, app.operator_phone_enc, context="person"
     )
@@ -208,12 +171,12 @@ def application_out(app: Application, lang: str) -> dict:
         "account_id": app.account_id,
         "subject_id": app.subject_id,
         "origin": app.origin,
-        "status": app.status,
+        "status": lifecycle.status_at(app, now).value,
         "account_type": app.account_type,
         "attempt": app.attempt,
-        "reasons": render_reasons(app.reasons, lang),
+        "reasons": render_reasons(reasons_at(app, now), lang),
         "awaiting_staff_review": app.awaiting_staff,
-        "current_step": current_step(step_list),
+        "current_step": lifecycle.current_step(step_list),
         "operator": operator.masked(),
         "created_at": app.created_at,
         "updated_at": app.updated_at,

@@ -1,42 +1,41 @@
-"""The upgrade verbs: submit, accept, decline, approve, reject, withdraw, expire.
+"""The upgrade verbs (SPEC R-10..R-20): submit, accept, decline, approve, staff_reject, withdraw, expire,
+cancel — and the official account as the merchant reads it.
 
-Every state change goes through `_transition`, which locks the row, checks TRANSITIONS, stamps
-the time, writes the audit row and queues the outbox event — in the caller's transaction.
+States change only through guanhao.upgrades.lifecycle (the tables in models); the facts come from
+guanhao.upgrades.facts and the decisions from guanhao.upgrades.rules, which a wave asks too.
 """
 
 import datetime as dt
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, not_, select
 
-from guanhao import clock, errors, pii
+from guanhao import errors, pii, sms
 from guanhao.audit import service as audit
-from guanhao.db import Session
+from guanhao.db import Session, refusing
 from guanhao.events import service as events
 from guanhao.i18n import _l
-from guanhao.operators.models import PendingChange
 from guanhao.policy import Policy
 from guanhao.posting import service as posting
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop, Subject
-from guanhao.upgrades import quotas, rules
+from guanhao.subjects.schemas import AccountIn
+from guanhao.upgrades import facts, lifecycle, quotas, rules
+from guanhao.upgrades.lifecycle import NOT_WAITING_FOR_STAFF, lapsed, status_at
 from guanhao.upgrades.models import (
     FALLBACK_ORDER,
     IN_PROGRESS,
-    TRANSITIONS,
-    AccountType,
     Application,
     Consent,
     OfficialAccount,
     Origin,
+    Review,
     State,
 )
-
-NOT_WAITING_FOR_STAFF = _l("Only applications waiting for staff review can be approved or rejected")
 
 # Codes that may stand alone as the error code of a refused submit (API.md: 409 list).
 _SPECIFIC_409 = {
@@ -47,120 +46,81 @@ _SPECIFIC_409 = {
     "ALREADY_UPGRADED",
     "OPERATOR_LIMIT_REACHED",
 }
+SWEEP_ACTOR = "job:expire-confirmations"
+
+# What other domains do when an upgrade is cancelled (operators: pending SMS changes die with it).
+CancelHook = Callable[[Session, OfficialAccount, str, dt.datetime], None]
+CANCEL_HOOKS: list[CancelHook] = []
+
+
+def on_cancel(hook: CancelHook) -> CancelHook:
+    CANCEL_HOOKS.append(hook)
+    return hook
 
 
 @dataclass(frozen=True)
-class Context:
-    shop: Shop
-    subject: Subject
-    account: Account | None
-    facts: rules.Facts
-    operator_hash: str | None
+class Client:
+    """Where a holder's answer came from, for the audit row (R-60)."""
+
+    address: str | None
+    user_agent: str | None
+
+    def detail(self) -> dict:
+        return {"address": self.address, "user_agent": (self.user_agent or "")[:200] or None}
 
 
-# ---------------------------------------------------------------- reading the world
+# ---------------------------------------------------------------- guards on the platform's sync
 
 
 @subjects.guard_shop_moves
-def keep_shop_in_place(session: Session, shop: Shop) -> None:
+def keep_shop_in_place(session: Session, shop: Shop, now: dt.datetime) -> None:
     """R-21: an upgraded (or upgrading) shop keeps its binding and its subject."""
+    expire_lapsed(session, shop_ids=[shop.id], now=now)
     if official_account(session, shop.id) is not None:
         raise errors.AlreadyUpgraded(_l("The shop's official account is upgraded; its binding and subject are kept"))
-    if active_application(session, shop.id) is not None:
+    if active_application(session, shop.id, now=now) is not None:
         raise errors.ApplicationInProgress(_l("An upgrade application for this shop is in progress"))
 
 
-def bound_followers(session: Session, subject_id: str) -> int:
-    stmt = (
-        select(func.coalesce(func.sum(Account.followers), 0))
-        .select_from(Shop)
-        .join(Account, Shop.official_account_id == Account.id)
-        .where(Shop.subject_id == subject_id)
+@subjects.guard_account_sync
+def keep_what_the_subject_manages(session: Session, account: Account, incoming: AccountIn) -> None:
+    """R-24: from the upgrade on, the login phone and the operator are the subject's to manage; a sync of an
+    upgraded account may change its other fields, never its login phone or its holder."""
+    if not is_upgraded(session, account.id):
+        return
+    holder = pii.open_person(
+        account.holder_name_enc, account.holder_id_number_enc, account.holder_phone_enc, context="person"
     )
-    return int(session.scalar(stmt) or 0)
+    login_phone = pii.vault().decrypt(account.login_phone_enc, context="login_phone")
+    if incoming.login_phone != login_phone or incoming.holder.person() != holder:
+        raise errors.ManagedBySubject(
+            _l(
+                "Account {account_id} is upgraded: its login phone and holder are managed by the subject",
+                account_id=account.id,
+            )
+        )
 
 
-def quota_facts(
-    session: Session, subject: Subject, policy: Policy, *, excluding_application: str | None = None
-) -> rules.QuotaFacts:
-    totals = rules.quota_totals(
-        policy,
-        subject_type=subject.subject_type,
-        cross_border=subject.cross_border,
-        bound_followers=bound_followers(session, subject.id),
-    )
-    used = quotas.used_by_type(session, subject.id, excluding_application=excluding_application)
-    return rules.QuotaFacts(totals=totals, used=used, cross_border=subject.cross_border)
-
-
-def gather(
-    session: Session,
-    shop: Shop,
-    policy: Policy,
-    *,
-    now: dt.datetime,
-    explicit_type: str | None,
-    operator: pii.Person | None,
-    own: Application | None = None,
-) -> Context:
-    """The facts the rules need. With `own`, the application's own reservations are not counted (R-16)."""
-    subject = session.get(Subject, shop.subject_id)
-    account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
-    own_id = own.id if own is not None else None
-
-    in_progress = (
-        select(func.count())
-        .select_from(Application)
-        .where(Application.shop_id == shop.id, Application.status.in_(IN_PROGRESS))
-    )
-    if own_id:
-        in_progress = in_progress.where(Application.id != own_id)
-
-    operator_hash = None
-    operator_used = None
-    if own is not None:
-        operator_hash = own.operator_id_hash
-    elif operator is not None:
-        operator_hash = operator.id_hash
-    elif account is not None:
-        operator_hash = account.holder_id_hash
-    if operator_hash is not None:
-        operator_used = quotas.used(session, quotas.operator_pool(operator_hash), excluding_application=own_id)
-
-    already = account is not None and session.get(OfficialAccount, account.id) is not None
-    facts = rules.Facts(
-        shop_type=shop.shop_type,
-        shop_status=shop.status,
-        license_valid_until=subject.license_valid_until,
-        today=clock.china_date(now),
-        account_bound=account is not None,
-        real_name_verified=account.real_name_verified if account else None,
-        account_status=account.status if account else None,
-        violations_90d=account.violations_90d if account else None,
-        already_upgraded=already,
-        other_in_progress=bool(session.scalar(in_progress)),
-        quota=quota_facts(session, subject, policy, excluding_application=own_id),
-        explicit_type=explicit_type,
-        operator_used=operator_used,
-        operator_capacity=policy.operators.capacity,
-    )
-    return Context(shop=shop, subject=subject, account=account, facts=facts, operator_hash=operator_hash)
+# ---------------------------------------------------------------- what the rules say now
 
 
 def eligibility(
     session: Session, shop: Shop, policy: Policy, *, now: dt.datetime, account_type: str | None
 ) -> tuple[list[rules.Check], str | None]:
-    ctx = gather(session, shop, policy, now=now, explicit_type=account_type, operator=None)
+    """R-04: every check, passed or not, and the type an application would get."""
+    ctx = facts.gather(session, shop, policy, now=now, explicit_type=account_type)
     return rules.evaluate(policy, ctx.facts)
 
 
-def subject_quotas(session: Session, subject: Subject, policy: Policy) -> dict:
-    q = quota_facts(session, subject, policy)
-    return {t.value: {"total": q.totals[t.value], "used": q.used[t.value]} for t in AccountType}
+def subject_quotas(session: Session, subject: Subject, policy: Policy, *, now: dt.datetime) -> dict:
+    """R-30, R-33: each type's total and the slots held now, reservations included."""
+    totals = facts.quota_totals(session, subject, policy)
+    used = facts.quota_used(session, subject.id, now=now)
+    return {t: {"total": totals[t], "used": used[t]} for t in totals}
 
 
 def refusal(failures: list[rules.Check]) -> errors.DomainError:
-    """The error for failed checks; reasons carry codes only and are worded in the caller's language on the way out."""
+    """R-04: the error for failed checks, with every failed check as a reason."""
     reasons = [c.reason() for c in failures]
     detail = _l("Failed checks: {codes}", codes=", ".join(c.code for c in failures))
     if len(failures) == 1 and failures[0].code in _SPECIFIC_409:
@@ -168,66 +128,7 @@ def refusal(failures: list[rules.Check]) -> errors.DomainError:
     return errors.NotEligible(detail, reasons=reasons)
 
 
-# ---------------------------------------------------------------- the state machine
-
-
-def _transition(
-    session: Session,
-    app: Application,
-    to: State,
-    *,
-    actor: str,
-    now: dt.datetime,
-    reasons: list[dict] | None = None,
-    action: str | None = None,
-) -> Application:
-    # Lock the row and read its state as committed; a concurrent verb waits here, then sees ours.
-    current = State(session.scalar(select(Application.status).where(Application.id == app.id).with_for_update()))
-    if to not in TRANSITIONS[current]:
-        raise errors.InvalidTransition(
-            _l("An application in state {state} cannot become {to}", state=current.value, to=to.value)
-        )
-    app.status = to.value
-    app.updated_at = now
-    if reasons is not None:
-        app.reasons = reasons
-    if to not in IN_PROGRESS:
-        app.finished_at = now
-    audit.record(
-        session,
-        at=now,
-        actor=actor,
-        action=action or f"upgrade.{to.value}",
-        target_kind="upgrade_application",
-        target_id=app.id,
-        subject_id=app.subject_id,
-        shop_id=app.shop_id,
-        from_state=current.value,
-        to_state=to.value,
-        detail={"reasons": app.reasons} if reasons else {},
-    )
-    events.emit(
-        session, f"upgrade.{to.value}", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app)
-    )
-    session.flush()
-    return app
-
-
-def event_data(app: Application) -> dict:
-    return {
-        "application_id": app.id,
-        "shop_id": app.shop_id,
-        "account_id": app.account_id,
-        "subject_id": app.subject_id,
-        "origin": app.origin,
-        "status": app.status,
-        "account_type": app.account_type,
-        "attempt": app.attempt,
-        "reasons": [r["code"] for r in app.reasons],
-    }
-
-
-# ---------------------------------------------------------------- verbs
+# ---------------------------------------------------------------- the merchant applies
 
 
 def submit(
@@ -242,19 +143,30 @@ def submit(
     now: dt.datetime,
     public_url: str,
 ) -> Application:
-    """SPEC R-10, R-15, R-19, R-32, R-33, R-40, R-41: a merchant's application, slots reserved at once."""
+    """R-10, R-15, R-19, R-32, R-33, R-40, R-41: a merchant's application; its slot and its operator's
+    place are reserved at once, under the database's bounds."""
     if not agree_terms:
         raise errors.TermsNotAccepted(_l("agree_terms must be true: the merchant must accept the upgrade agreement"))
     shop = session.get(Shop, shop_id, with_for_update=True)
     if shop is None:
         raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
-    ctx = gather(session, shop, policy, now=now, explicit_type=account_type, operator=operator)
+    account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
+    named = operator.id_hash if operator is not None else None
+    operator_hash = rules.operator_id_hash(named=named, holder=account.holder_id_hash if account else None)
+    pools = [quotas.quota_pool(shop.subject_id, t.value) for t in FALLBACK_ORDER]
+    if operator_hash is not None:
+        pools.append(quotas.operator_pool(operator_hash))
+    # Lock the pools in key order (no circular waits with waves or operator changes), then record the
+    # expiry of what lapsed among their holders and the shop's own: every write treats it as ended (R-15).
+    quotas.lock(session, pools)
+    expire_lapsed(session, shop_ids=[shop.id], pools=pools, now=now)
+    ctx = facts.gather(session, shop, policy, now=now, explicit_type=account_type, operator_hash=named)
     checks, resolved = rules.evaluate(policy, ctx.facts)
     failures = rules.failed(checks)
     if failures:
         raise refusal(failures)
+    assert account is not None and resolved is not None and operator_hash is not None
 
-    account = ctx.account
     person = operator or pii.open_person(
         account.holder_name_enc, account.holder_id_number_enc, account.holder_phone_enc, context="person"
     )
@@ -283,37 +195,21 @@ def submit(
         created_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(app)
-            session.flush()
-    except IntegrityError:
-        raise errors.ApplicationInProgress(_l("An upgrade application for this shop is already in progress")) from None
-
-    app.account_type = _reserve_type(session, app, ctx, explicit=account_type, first=resolved, now=now)
-    if (
-        quotas.reserve(
-            session,
-            quotas.operator_pool(sealed["id_hash"]),
-            policy.operators.capacity,
-            application_id=app.id,
-            account_id=account.id,
-            now=now,
-        )
-        is None
+    # R-19: one application in progress per shop, held by a partial unique index.
+    with refusing(
+        session, errors.ApplicationInProgress(_l("An upgrade application for this shop is already in progress"))
     ):
+        session.add(app)
+    app.account_type = _reserve_type(
+        session, app, ctx.facts.quota.totals, explicit=account_type, first=resolved, now=now
+    )
+    if not quotas.reserve(
+        session, quotas.operator_pool(operator_hash), policy.operators.capacity,
+        application_id=app.id, account_id=account.id, now=now,
+    ):  # fmt: skip
         raise errors.OperatorLimitReached(_l("The operator already runs the most official accounts allowed"))
 
-    session.add(
-        Consent(
-            application_id=app.id,
-            party="merchant",
-            decision="agreed",
-            actor=actor,
-            agreement_version=policy.confirmation.agreement_version,
-            at=now,
-        )
-    )
+    consent = _consent(session, app, "merchant", "agreed", policy, actor=actor, now=now)
     audit.record(
         session,
         at=now,
@@ -331,34 +227,46 @@ def submit(
             "attempt": attempt,
             "operator": person.masked(),
             "agreement_version": policy.confirmation.agreement_version,
+            "consent": consent,
         },
     )
-    events.emit(
-        session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=event_data(app)
-    )
+    data = _event_data(app)
+    events.emit(session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=data)
+    # R-62: the capability travels towards the holder only: this event (the platform's app asks the holder
+    # with it) and the SMS to the holder's phone.
+    link = confirmation_url(public_url, token)
+    expires_at = now + policy.confirmation_ttl
     events.emit(
         session,
         "upgrade.confirmation_requested",
         at=now,
         shop_id=app.shop_id,
         subject_id=app.subject_id,
-        data={
-            **event_data(app),
-            "confirmation_url": confirmation_url(public_url, token),
-            "expires_at": app.confirmation_expires_at.isoformat(),
-        },
+        data={**data, "confirmation_url": link, "expires_at": expires_at.isoformat()},
     )
-    _notify_holder(session, account, shop, token, public_url=public_url, now=now)
+    sms.send(
+        session,
+        phone=pii.vault().decrypt(account.holder_phone_enc, context="person"),
+        message=_l(
+            "[Douyin Shop] The shop {shop} asks to upgrade the Douyin account registered to you to its official account; confirm in the Douyin app: {link}",
+            shop=shop.name,
+            link=link,
+        ),
+        code=None,
+        purpose="holder_confirmation",
+        now=now,
+    )
     session.flush()
     return app
 
 
 def _reserve_type(
-    session: Session, app: Application, ctx: Context, *, explicit: str | None, first: str, now: dt.datetime
+    session: Session, app: Application, totals: dict[str, int], *, explicit: str | None, first: str, now: dt.datetime
 ) -> str:
-    totals = ctx.facts.quota.totals
+    """R-32, R-33: the chosen type, or main → vertical → dedicated from the first with room; an explicitly
+    chosen full type never falls back."""
     order = (
-        [explicit] if explicit else [t.value for t in FALLBACK_ORDER][[t.value for t in FALLBACK_ORDER].index(first) :]
+        [explicit] if explicit else [t.value for t in FALLBACK_ORDER[[t.value for t in FALLBACK_ORDER].index(first) :]]
     )
     for candidate in order:
         pool = quotas.quota_pool(app.subject_id, candidate)
@@ -369,17 +277,15 @@ def _reserve_type(
     raise errors.QuotaExhausted(_l("No account-type slot left for this subject"))
 
 
-def _notify_holder(
-    session: Session, account: Account, shop: Shop, token: str, *, public_url: str, now: dt.datetime
-) -> None:
-    from guanhao.sandbox import sms
-
-    phone = pii.vault().decrypt(account.holder_phone_enc, context="person")
-    text = (
-        f"【抖店】店铺「{shop.name}」申请将您实名的抖音账号升级为店铺官方账号，"
-        f"请在抖音 App 内确认：{confirmation_url(public_url, token)}"
+def _consent(
+    session: Session, app: Application, party: str, decision: str, policy: Policy, *, actor: str, now: dt.datetime
+) -> dict:
+    """R-15, R-60: a party's consent with the agreement version they saw; its facts go into the audit row."""
+    version = policy.confirmation.agreement_version
+    session.add(
+        Consent(application_id=app.id, party=party, decision=decision, actor=actor, agreement_version=version, at=now)
     )
-    sms.get_sender().send(session, phone=phone, text=text, code=None, purpose="holder_confirmation", now=now)
+    return {"party": party, "decision": decision, "agreement_version": version}
 
 
 def confirmation_url(public_url: str, token: str) -> str:
@@ -392,6 +298,24 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _event_data(app: Application, **extra: object) -> dict:
+    return lifecycle.event_data(
+        application_id=app.id,
+        shop_id=app.shop_id,
+        account_id=app.account_id,
+        subject_id=app.subject_id,
+        origin=app.origin,
+        status=app.status,
+        account_type=app.account_type,
+        attempt=app.attempt,
+        reasons=[r["code"] for r in app.reasons],
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------- the holder answers
+
+
 def by_token(session: Session, token: str, *, lock: bool = False) -> Application:
     stmt = select(Application).where(Application.confirmation_token_hash == _token_hash(token))
     app = session.scalar(stmt.with_for_update() if lock else stmt)
@@ -400,78 +324,70 @@ def by_token(session: Session, token: str, *, lock: bool = False) -> Application
     return app
 
 
-def accept(session: Session, token: str, policy: Policy, *, now: dt.datetime) -> Application:
-    """SPEC R-15, R-16: the holder consents; the review re-runs every check at once."""
-    app = _holder_answers(session, token, "accepted", policy, now=now)
-    _transition(session, app, State.REVIEWING, actor="holder", now=now)
+def accept(
+    session: Session, token: str, policy: Policy, *, now: dt.datetime, client: Client | None = None
+) -> Application:
+    """R-15, R-16: the holder consents; the review re-runs every check at once."""
+    app = _holder_answers(session, token, now=now)
+    consent = _consent(session, app, "holder", "accepted", policy, actor="holder", now=now)
+    lifecycle.transition(session, app, State.REVIEWING, actor="holder", now=now, detail=_answer_detail(consent, client))
     return review(session, app, policy, now=now)
 
 
-def decline(session: Session, token: str, policy: Policy, *, now: dt.datetime) -> Application:
-    app = _holder_answers(session, token, "declined", policy, now=now)
-    _end(session, app, State.REJECTED, actor="holder", now=now, reasons=[{"code": "HOLDER_DECLINED"}])
+def decline(
+    session: Session, token: str, policy: Policy, *, now: dt.datetime, client: Client | None = None
+) -> Application:
+    """R-15: the holder refuses → rejected (HOLDER_DECLINED); the slot and the operator place go back."""
+    app = _holder_answers(session, token, now=now)
+    consent = _consent(session, app, "holder", "declined", policy, actor="holder", now=now)
+    lifecycle.end(
+        session, app, State.REJECTED, actor="holder", now=now,
+        reasons=[{"code": "HOLDER_DECLINED"}], detail=_answer_detail(consent, client),
+    )  # fmt: skip
     return app
 
 
-def _holder_answers(session: Session, token: str, decision: str, policy: Policy, *, now: dt.datetime) -> Application:
-    """The holder's consent (or refusal) recorded with the agreement version they saw (R-15)."""
+def _holder_answers(session: Session, token: str, *, now: dt.datetime) -> Application:
     app = by_token(session, token, lock=True)
-    _refuse_if_confirmation_closed(app, now)
-    session.add(
-        Consent(
-            application_id=app.id,
-            party="holder",
-            decision=decision,
-            actor="holder",
-            agreement_version=policy.confirmation.agreement_version,
-            at=now,
-        )
-    )
+    if status_at(app, now) == State.EXPIRED:
+        raise errors.ConfirmationExpired(_l("The confirmation has expired"))
+    if app.status != State.SUBMITTED:
+        raise errors.InvalidTransition(_l("The confirmation is closed: the application is {status}", status=app.status))
     app.confirmed_at = now
     return app
 
 
-def _refuse_if_confirmation_closed(app: Application, now: dt.datetime) -> None:
-    if app.status != State.SUBMITTED:
-        raise errors.InvalidTransition(_l("The confirmation is closed: the application is {status}", status=app.status))
-    if app.confirmation_expires_at is not None and now >= app.confirmation_expires_at:
-        raise errors.ConfirmationExpired(_l("The confirmation has expired"))
+def _answer_detail(consent: dict, client: Client | None) -> dict:
+    return {"consent": consent, "client": client.detail() if client else None}
+
+
+# ---------------------------------------------------------------- review (R-16)
 
 
 def review(
     session: Session, app: Application, policy: Policy, *, now: dt.datetime, actor: str = "system"
 ) -> Application:
-    """SPEC R-16: every check again, not counting the application's own reservations."""
+    """R-16: every check again, not counting the application's own reservations. Any failure → rejected
+    with every failed reason; big accounts (policy) wait for staff; the rest succeed."""
     app.reviewed_at = now
     failures = recheck(session, app, policy, now=now)
     if failures:
-        _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": c.code} for c in failures])
+        lifecycle.end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": c.code} for c in failures])
         return app
-    threshold = policy.review.staff_review_min_followers
-    account = session.get(Account, app.account_id)
-    if threshold is not None and account.followers >= threshold:
-        app.awaiting_staff = True
-        audit.record(
-            session,
-            at=now,
-            actor=actor,
-            action="upgrade.queued_for_staff_review",
-            target_kind="upgrade_application",
-            target_id=app.id,
-            subject_id=app.subject_id,
-            shop_id=app.shop_id,
-            from_state=app.status,
-            to_state=app.status,
-            detail={"followers": account.followers, "threshold": threshold},
-        )
+    account = session.get_one(Account, app.account_id)
+    if rules.needs_staff_review(policy, account.followers):
+        lifecycle.review_step(
+            session, app, Review.WAITING, actor=actor, now=now,
+            detail={"followers": account.followers, "threshold": policy.review.staff_review_min_followers},
+        )  # fmt: skip
         session.flush()
         return app
     return _succeed(session, app, policy, actor=actor, now=now)
 
 
 def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
-    shop = session.get(Shop, app.shop_id)
-    ctx = gather(session, shop, policy, now=now, explicit_type=app.account_type, operator=None, own=app)
+    shop = session.get_one(Shop, app.shop_id)
+    ctx = facts.gather(session, shop, policy, now=now, explicit_type=app.account_type, own=app)
     checks, _ = rules.evaluate(policy, ctx.facts)
     failures = rules.failed(checks)
     if shop.official_account_id != app.account_id:
@@ -481,69 +397,44 @@ def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datet
     return failures
 
 
-def approve(session: Session, application_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
+def approve(
+    session: Session, application_id: str, policy: Policy, *, actor: str, now: dt.datetime, note: str | None = None
+) -> Application:
+    """R-16: staff approve an application waiting for them. The checks run again first: one that now fails
+    rejects the application with every failed reason instead (the answer says so)."""
     app = get_application(session, application_id, lock=True)
-    if app.status != State.REVIEWING or not app.awaiting_staff:
+    if not app.awaiting_staff:
         raise errors.InvalidTransition(NOT_WAITING_FOR_STAFF)
     failures = recheck(session, app, policy, now=now)
     if failures:
-        raise refusal(failures)
-    app.awaiting_staff = False
-    app.reviewed_at = now
+        reasons = [{"code": c.code} for c in failures]
+        lifecycle.review_step(session, app, Review.REJECTED, actor=actor, now=now, detail={"recheck": reasons})
+        lifecycle.end(session, app, State.REJECTED, actor=actor, now=now, reasons=reasons)
+        return app
+    lifecycle.review_step(session, app, Review.APPROVED, actor=actor, now=now, detail={"note": note} if note else {})
     return _succeed(session, app, policy, actor=actor, now=now)
 
 
 def staff_reject(session: Session, application_id: str, *, reason: str, actor: str, now: dt.datetime) -> Application:
+    """R-16: staff reject with a reason the merchant reads (STAFF_REJECTED)."""
     app = get_application(session, application_id, lock=True)
-    if app.status != State.REVIEWING or not app.awaiting_staff:
+    if not app.awaiting_staff:
         raise errors.InvalidTransition(NOT_WAITING_FOR_STAFF)
-    app.awaiting_staff = False
-    app.reviewed_at = now
-    _end(session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}])
-    return app
-
-
-def withdraw(session: Session, application_id: str, *, actor: str, now: dt.datetime) -> Application:
-    app = get_application(session, application_id, lock=True)
-    _end(session, app, State.WITHDRAWN, actor=actor, now=now)
-    return app
-
-
-def expire_confirmations(session: Session, *, now: dt.datetime, limit: int = 1000) -> int:
-    """The expire-confirmations job: submitted applications past their confirmation deadline."""
-    stmt = (
-        select(Application)
-        .where(Application.status == State.SUBMITTED.value, Application.confirmation_expires_at <= now)
-        .order_by(Application.seq)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    lifecycle.review_step(session, app, Review.REJECTED, actor=actor, now=now, detail={})
+    lifecycle.end(
+        session, app, State.REJECTED, actor=actor, now=now, reasons=[{"code": "STAFF_REJECTED", "text": reason}]
     )
-    count = 0
-    for app in session.scalars(stmt).all():
-        _end(
-            session,
-            app,
-            State.EXPIRED,
-            actor="job:expire-confirmations",
-            now=now,
-            reasons=[{"code": "CONFIRMATION_EXPIRED"}],
-        )
-        count += 1
-    return count
-
-
-def _end(
-    session: Session, app: Application, to: State, *, actor: str, now: dt.datetime, reasons: list[dict] | None = None
-) -> None:
-    """An unsuccessful end: the transition, then the slot and the operator place are freed (R-33, R-41)."""
-    _transition(session, app, to, actor=actor, now=now, reasons=reasons)
-    quotas.release(session, application_id=app.id)
+    return app
 
 
 def _succeed(session: Session, app: Application, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
-    account = session.get(Account, app.account_id)
-    _transition(session, app, State.SUCCEEDED, actor=actor, now=now)
+    account = session.get_one(Account, app.account_id)
     cancellable = app.origin == Origin.AUTO or policy.cancel.allow_manual
+    deadline = now + policy.cancel_window if cancellable else None
+    lifecycle.transition(
+        session, app, State.SUCCEEDED, actor=actor, now=now,
+        event={"cancel_deadline": deadline.isoformat() if deadline else None, "wave_id": app.wave_id},
+    )  # fmt: skip
     session.add(
         OfficialAccount(
             account_id=app.account_id,
@@ -553,7 +444,7 @@ def _succeed(session: Session, app: Application, policy: Policy, *, actor: str, 
             account_type=app.account_type,
             origin=app.origin,
             upgraded_at=now,
-            cancel_deadline=now + policy.cancel_window if cancellable else None,
+            cancel_deadline=deadline,
             operator_name_enc=app.operator_name_enc,
             operator_id_number_enc=app.operator_id_number_enc,
             operator_phone_enc=app.operator_phone_enc,
@@ -561,6 +452,86 @@ def _succeed(session: Session, app: Application, policy: Policy, *, actor: str, 
             operator_since=now,
             login_phone_before_enc=account.login_phone_enc,
         )
+    )
+    session.flush()
+    return app
+
+
+# ---------------------------------------------------------------- withdraw, expire
+
+
+def withdraw(session: Session, application_id: str, *, actor: str, now: dt.datetime) -> Application:
+    """R-18, R-20: the merchant withdraws an application still waiting for the holder."""
+    app = get_application(session, application_id, lock=True)
+    return lifecycle.end(session, app, State.WITHDRAWN, actor=actor, now=now)
+
+
+def expire_confirmations(session: Session, *, now: dt.datetime, limit: int = 1000) -> int:
+    """R-15, the sweep: records the expiry of lapsed applications nobody touched. Applications another
+    transaction holds are left for the next run (or that transaction records them itself)."""
+    stmt = (
+        select(Application)
+        .where(facts.lapsed(now))
+        .order_by(Application.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    apps = list(session.scalars(stmt))
+    for app in apps:
+        lifecycle.expire(session, app, actor=SWEEP_ACTOR, now=now)
+    return len(apps)
+
+
+def expire_lapsed(
+    session: Session, *, now: dt.datetime, shop_ids: Iterable[str] = (), pools: Iterable[str] = ()
+) -> None:
+    """R-15: a write that meets lapsed applications — of the shops it touches, or holding the places it is
+    about to count — records their expiry first, in its own transaction."""
+    for app in facts.lapsed_among(session, shop_ids=shop_ids, pools=pools, now=now):
+        lifecycle.expire(session, app, actor=SWEEP_ACTOR, now=now)
+
+
+# ---------------------------------------------------------------- cancel (R-12, R-13)
+
+
+def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
+    """取消升级 (R-12, R-13): within the window of an auto upgrade, back to exactly the state before —
+    personal ownership, the holder, no operator, the login phone from before, the slot freed."""
+    record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
+    if record is None:
+        raise errors.NotUpgraded(_l("The shop's official account is not upgraded"))
+    refused = cancel_refusal(record, policy, now=now)
+    if refused is not None:
+        raise refused
+    app = get_application(session, record.application_id, lock=True)
+    account = session.get_one(Account, record.account_id, with_for_update=True)
+    operator = pii.open_person(
+        record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
+    )
+    lifecycle.transition(session, app, State.CANCELLED, actor=actor, now=now)
+    account.login_phone_enc = record.login_phone_before_enc
+    account.updated_at = now
+    quotas.release(session, application_id=app.id)
+    for hook in CANCEL_HOOKS:
+        hook(session, record, actor, now)
+    session.delete(record)
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="official_account.cancelled",
+        target_kind="account",
+        target_id=record.account_id,
+        subject_id=record.subject_id,
+        shop_id=record.shop_id,
+        from_state="upgraded",
+        to_state="not_upgraded",
+        detail={
+            "application_id": app.id,
+            "origin": record.origin,
+            "account_type": record.account_type,
+            "operator_removed": operator.masked(),
+        },
     )
     session.flush()
     return app
@@ -579,9 +550,12 @@ def get_application(session: Session, application_id: str, *, lock: bool = False
     return app
 
 
-def active_application(session: Session, shop_id: str) -> Application | None:
+def active_application(session: Session, shop_id: str, *, now: dt.datetime) -> Application | None:
+    """R-19: the shop's application in progress, if any (a lapsed one is not)."""
     return session.scalar(
-        select(Application).where(Application.shop_id == shop_id, Application.status.in_(IN_PROGRESS))
+        select(Application).where(
+            Application.shop_id == shop_id, Application.status.in_(IN_PROGRESS), not_(facts.lapsed(now))
+        )
     )
 
 
@@ -595,7 +569,7 @@ def applications_for_shop(session: Session, shop_id: str, *, before_seq: int | N
 def review_queue(session: Session, *, after_seq: int | None, limit: int) -> list[Application]:
     stmt = (
         select(Application)
-        .where(Application.status == State.REVIEWING.value, Application.awaiting_staff.is_(True))
+        .where(Application.status == State.REVIEWING.value, Application.staff_review == Review.WAITING.value)
         .order_by(Application.seq)
         .limit(limit)
     )
@@ -614,6 +588,11 @@ def official_account(session: Session, shop_id: str) -> OfficialAccount | None:
 
 def confirmation_token(app: Application) -> str | None:
     return pii.vault().decrypt(app.confirmation_token_enc, context="confirmation_token")
+
+
+def reasons_at(app: Application, now: dt.datetime) -> list[dict]:
+    """The application's reasons as every read shows them: a lapsed one has CONFIRMATION_EXPIRED (R-15)."""
+    return [{"code": "CONFIRMATION_EXPIRED"}] if lapsed(app, now) else app.reasons
 
 
 # ---------------------------------------------------------------- the official account as the merchant sees it
@@ -678,9 +657,9 @@ class OfficialView:
 
     @property
     def login_phone(self) -> str | None:
-        return (
-            None if self.account is None else pii.masked_phone_from(self.account.login_phone_enc, context="login_phone")
-        )
+        if self.account is None:
+            return None
+        return pii.masked_phone_from(self.account.login_phone_enc, context="login_phone")
 
 
 def official_view(session: Session, shop: Shop, policy: Policy, *, now: dt.datetime) -> OfficialView:
@@ -691,64 +670,9 @@ def official_view(session: Session, shop: Shop, policy: Policy, *, now: dt.datet
         shop=shop,
         account=account,
         record=record,
-        active=None if upgraded else active_application(session, shop.id),
+        active=None if upgraded else active_application(session, shop.id, now=now),
         can_cancel=can_cancel(record, policy, now=now),
         daily_post_limit=posting.daily_limit(policy, upgraded=upgraded),
         can_sell_as_official=can_sell_as_official(policy, bound=account is not None, upgraded=upgraded, now=now),
         upgrade_deadline=policy.upgrade_deadline,
     )
-
-
-def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: dt.datetime) -> Application:
-    """取消升级 (SPEC R-12, R-13): within the window of an auto upgrade, back to exactly the state before."""
-    record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
-    if record is None:
-        raise errors.NotUpgraded(_l("The shop's official account is not upgraded"))
-    if record.origin == Origin.MANUAL and not policy.cancel.allow_manual:
-        raise errors.CancelNotAllowed(_l("A manual upgrade cannot be cancelled"))
-    if record.cancel_deadline is None or now >= record.cancel_deadline:
-        raise errors.CancelWindowClosed(
-            _l("The upgrade could be cancelled until {deadline}", deadline=record.cancel_deadline.isoformat())
-        )
-    app = get_application(session, record.application_id, lock=True)
-    account = session.get(Account, record.account_id, with_for_update=True)
-    operator = pii.open_person(
-        record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
-    )
-    _transition(session, app, State.CANCELLED, actor=actor, now=now)
-    # R-13: personal ownership, the holder, no operator, the login phone from before, the slot freed.
-    account.login_phone_enc = record.login_phone_before_enc
-    account.updated_at = now
-    quotas.release(session, application_id=app.id)
-    # A code sent for the upgraded account must not change it later, even once it is upgraded again (R-24, R-42).
-    # SKIP LOCKED: a verify holding its change waits for our record lock, then finds the account not upgraded.
-    pending = session.scalars(
-        select(PendingChange.id)
-        .where(PendingChange.account_id == record.account_id, PendingChange.status == "pending")
-        .with_for_update(skip_locked=True)
-    ).all()
-    if pending:
-        session.execute(
-            update(PendingChange).where(PendingChange.id.in_(pending)).values(status="superseded", finished_at=now)
-        )
-    session.delete(record)
-    audit.record(
-        session,
-        at=now,
-        actor=actor,
-        action="official_account.cancelled",
-        target_kind="account",
-        target_id=record.account_id,
-        subject_id=record.subject_id,
-        shop_id=record.shop_id,
-        from_state="upgraded",
-        to_state="not_upgraded",
-        detail={
-            "application_id": app.id,
-            "origin": record.origin,
-            "account_type": record.account_type,
-            "operator_removed": operator.masked(),
-        },
-    )
-    session.flush()
-    return app

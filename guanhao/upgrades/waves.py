@@ -2,10 +2,11 @@
 
 A wave works in chunks, each one transaction: claim the next candidate shops (score ≥ the
 minimum, not upgraded, not yet looked at by this wave) with FOR UPDATE SKIP LOCKED, load their
-facts with a handful of set queries, run the same pure rules as a manual application, and write
-the upgrades (applications, slots, official-account records, audit rows, outbox events) and the
-wave's counters in bulk. A killed wave loses at most its open chunk, which a resumed run redoes;
-several workers on one wave never take the same shop.
+facts with a handful of set queries, ask the same pure rules as a merchant's application
+(`rules.facts`, `rules.auto_decision`), and write the upgrades (applications, places in the quota
+and operator pools, official-account records, audit rows, outbox events) and the wave's counters in
+bulk. A killed wave loses at most its open chunk, which a resumed run redoes; several workers on one
+wave never take the same shop. The wave itself moves through models.WAVE_TRANSITIONS, audited.
 """
 
 import datetime as dt
@@ -15,33 +16,35 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import any_, bindparam, case, exists, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import case, exists, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from guanhao import clock, errors
 from guanhao.audit import service as audit
-from guanhao.db import Session, bulk_insert, session_scope
+from guanhao.db import Session, among, bulk_insert, session_scope
 from guanhao.events import service as events
 from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.subjects.models import Account, Shop, Subject
-from guanhao.upgrades import quotas, rules
+from guanhao.upgrades import facts, lifecycle, quotas, rules
+from guanhao.upgrades import service as upgrades
 from guanhao.upgrades.models import (
     IN_PROGRESS,
+    WAVE_TRANSITIONS,
     AccountType,
     Application,
     OfficialAccount,
     Origin,
-    Slot,
+    Pool,
     State,
     Wave,
     WaveSkip,
+    WaveState,
 )
 
 CHUNK = 1000
-OPTED_OUT = "AUTO_UPGRADE_CANCELLED"
-NEEDS_STAFF_REVIEW = "NEEDS_STAFF_REVIEW"
+OPTED_OUT = rules.OPTED_OUT
+NEEDS_STAFF_REVIEW = rules.NEEDS_STAFF_REVIEW
 
 
 @dataclass
@@ -73,7 +76,7 @@ def start(
         raise errors.ValidationFailed(_l("The limit must be 0 or more"))
     wave = Wave(
         id="wave_" + uuid.uuid4().hex[:16],
-        status="running",
+        status=WaveState.RUNNING.value,
         limit=limit,
         min_experience_score=policy.auto_upgrade.min_experience_score if min_score is None else min_score,
         scanned=0,
@@ -127,7 +130,7 @@ def work(
             with session_scope() as session:
                 now = clock.now(session)
                 wave = get(session, wave_id)
-                if wave.status == "failed":
+                if wave.status != WaveState.RUNNING:
                     return wave
                 budget = wave.limit - wave.upgraded
                 outcome = (
@@ -142,7 +145,7 @@ def work(
                         continue
                     _finish(session, wave_id, now=now)
                     return get(session, wave_id)
-                after = outcome.last_shop_id
+                after = outcome.last_shop_id or after
             retries = 0
             if tally is not None:
                 tally.add(outcome)
@@ -157,35 +160,67 @@ def work(
                 raise
 
 
-def _finish(session: Session, wave_id: str, *, now: dt.datetime) -> None:
-    wave = session.get(Wave, wave_id, with_for_update=True)
-    if wave.status == "running":
-        wave.status, wave.finished_at, wave.updated_at = "done", now, now
-        audit.record(
-            session,
-            at=now,
-            actor=wave.started_by,
-            action="wave.done",
-            target_kind="wave",
-            target_id=wave.id,
-            from_state="running",
-            to_state="done",
-            detail={"scanned": wave.scanned, "upgraded": wave.upgraded, "skipped": wave.skipped},
+def transition(
+    session: Session, wave: Wave, to: WaveState, *, actor: str, now: dt.datetime, error: str | None = None
+) -> Wave:
+    """The one way a wave changes state (models.WAVE_TRANSITIONS); every change is audited with the figures."""
+    current = WaveState(wave.status)
+    if to not in WAVE_TRANSITIONS[current]:
+        raise errors.InvalidTransition(
+            _l("A wave in state {state} cannot become {to}", state=current.value, to=to.value)
         )
+    wave.status = to.value
+    wave.updated_at = now
+    wave.finished_at = None if to == WaveState.RUNNING else now
+    wave.error = error[:500] if error else None
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action=f"wave.{to.value}",
+        target_kind="wave",
+        target_id=wave.id,
+        from_state=current.value,
+        to_state=to.value,
+        detail={
+            "scanned": wave.scanned,
+            "upgraded": wave.upgraded,
+            "skipped": wave.skipped,
+            **({"error": wave.error} if error else {}),
+        },
+    )
+    session.flush()
+    return wave
+
+
+def _finish(session: Session, wave_id: str, *, now: dt.datetime) -> None:
+    wave = session.get_one(Wave, wave_id, with_for_update=True)
+    if wave.status == WaveState.RUNNING:
+        transition(session, wave, WaveState.DONE, actor=wave.started_by, now=now)
 
 
 def fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> None:
+    """A wave that cannot go on is failed — audited like one that finishes; it can be resumed."""
+    wave = session.get_one(Wave, wave_id, with_for_update=True)
+    if wave.status == WaveState.RUNNING:
+        transition(session, wave, WaveState.FAILED, actor=f"wave:{wave.id}", now=now, error=error)
+
+
+def cancel(session: Session, wave_id: str, *, actor: str, now: dt.datetime) -> Wave:
+    """Staff stop a wave: the chunk in hand finishes, no new one starts; what it upgraded stays (R-11)."""
     wave = session.get(Wave, wave_id, with_for_update=True)
-    wave.status, wave.error, wave.finished_at, wave.updated_at = "failed", error[:500], now, now
+    if wave is None:
+        raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
+    return transition(session, wave, WaveState.CANCELLED, actor=actor, now=now)
 
 
-def reopen(session: Session, wave_id: str, *, now: dt.datetime) -> Wave:
+def reopen(session: Session, wave_id: str, *, actor: str = "cli", now: dt.datetime) -> Wave:
     """For `waves resume`: a wave that died (or was marked done by a worker that lost a race) runs again."""
     wave = session.get(Wave, wave_id, with_for_update=True)
     if wave is None:
         raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
-    if wave.status != "running" and wave.upgraded < wave.limit:
-        wave.status, wave.finished_at, wave.error, wave.updated_at = "running", None, None, now
+    if wave.status in (WaveState.FAILED, WaveState.DONE) and wave.upgraded < wave.limit:
+        transition(session, wave, WaveState.RUNNING, actor=actor, now=now)
     return wave
 
 
@@ -195,16 +230,16 @@ def _chunk(
     shops = _claim(session, wave_id=wave.id, min_score=wave.min_experience_score, after=after, size=size)
     if not shops:
         return None
-    plan = _plan(session, shops, policy, now=now, budget=budget, overlay={})
+    plan = _plan(session, shops, policy, now=now, budget=budget, planned=Counter())
     actor = f"wave:{wave.id}"
     _write(session, plan, policy, wave_id=wave.id, actor=actor, now=now)
 
     # The counters move with the work, under the wave's row lock, and never past the limit. NO KEY UPDATE, the
     # lock an UPDATE of the counters takes anyway: the skip rows written above hold KEY SHARE on the wave row
     # (their foreign key), and a FOR UPDATE here would deadlock two workers that both wrote skips.
-    locked = session.scalar(
+    locked = session.scalars(
         select(Wave).where(Wave.id == wave.id).with_for_update(key_share=True).execution_options(populate_existing=True)
-    )
+    ).one()
     if locked.upgraded + plan.outcome.upgraded > locked.limit:
         raise _BudgetExceeded()
     locked.scanned += plan.outcome.scanned
@@ -261,6 +296,14 @@ class _Plan:
     skips: list[tuple[str, str]]
 
 
+@dataclass(frozen=True)
+class _Account:
+    followers: int
+    status: str
+    real_name_verified: bool
+    violations_90d: int
+
+
 def _plan(
     session: Session,
     shops: list,
@@ -268,43 +311,48 @@ def _plan(
     *,
     now: dt.datetime,
     budget: int,
-    overlay: dict[str, set],
+    planned: Counter[str],
     lock: bool = True,
 ) -> _Plan:
-    """Decides each shop of the chunk with the pure rules, allocating slot numbers as it goes."""
+    """Decides each shop of the chunk with the rules a merchant's application meets (R-11), counting the
+    places each upgrade takes as it goes. `planned` carries what earlier chunks of a dry run took."""
     shop_ids = [s.id for s in shops]
     subject_ids = sorted({s.subject_id for s in shops})
-    subjects_stmt = (
-        select(Subject.id, Subject.subject_type, Subject.cross_border, Subject.license_valid_until)
-        .where(_among(session, Subject.id, subject_ids))
-        .order_by(Subject.id)
-    )
+    pools = [quotas.quota_pool(sid, t.value) for sid in subject_ids for t in AccountType]
+    pools += [quotas.operator_pool(s.holder_id_hash) for s in shops if s.holder_id_hash]
     if lock:
-        # A subject's shops may fall in two workers' chunks: its row lock (taken in id order, so two waves never
-        # deadlock; NO KEY UPDATE, so inserts referencing it go on) makes the second read the first's slots after
-        # it commits, instead of both picking the same slot number and one redoing its whole chunk.
-        subjects_stmt = subjects_stmt.with_for_update(key_share=True)
-    subjects = {s.id: s for s in session.execute(subjects_stmt)}
+        # The chunk's pools, locked in key order: a subject's shops may fall in two workers' chunks, and a
+        # merchant may apply meanwhile; whoever comes second counts what the first took (R-33, R-41). What
+        # lapsed among the chunk's shops and the pools' holders is recorded expired first (R-15).
+        quotas.lock(session, pools)
+        upgrades.expire_lapsed(session, shop_ids=shop_ids, pools=pools, now=now)
+    held = Counter(dict(session.execute(select(Pool.key, Pool.held).where(among(session, Pool.key, pools))).all()))
+    if not lock:  # a dry run writes nothing: it counts lapsed applications out instead
+        held.subtract(facts.lapsed_holds(session, pools, now=now))
+    held.update(planned)
+    subjects = {
+        s.id: s
+        for s in session.execute(
+            select(Subject.id, Subject.subject_type, Subject.cross_border, Subject.license_valid_until).where(
+                among(session, Subject.id, subject_ids)
+            )
+        )
+    }
     followers = dict(
         session.execute(
             select(Shop.subject_id, func.coalesce(func.sum(Account.followers), 0))
             .join(Account, Shop.official_account_id == Account.id)
-            .where(_among(session, Shop.subject_id, subject_ids))
+            .where(among(session, Shop.subject_id, subject_ids))
             .group_by(Shop.subject_id)
         ).all()
     )
-    pools = [quotas.quota_pool(sid, t.value) for sid in subject_ids for t in AccountType]
-    pools += [quotas.operator_pool(s.holder_id_hash) for s in shops if s.holder_id_hash]
-    taken: dict[str, set] = {p: set(overlay.get(p, ())) for p in pools}
-    for pool, slot_no in session.execute(select(Slot.pool, Slot.slot_no).where(_among(session, Slot.pool, pools))):
-        taken[pool].add(slot_no)
     # The chunk's earlier applications, in one query: attempts so far, one in progress, an auto upgrade cancelled.
     in_progress, opted_out, attempts = set(), set(), {}
     history = (
         select(
             Application.shop_id,
             func.max(Application.attempt),
-            func.max(case((Application.status.in_(IN_PROGRESS), 1), else_=0)),
+            func.max(case((Application.status.in_(IN_PROGRESS) & ~facts.lapsed(now), 1), else_=0)),
             func.max(
                 case(
                     ((Application.origin == Origin.AUTO.value) & (Application.status == State.CANCELLED.value), 1),
@@ -312,7 +360,7 @@ def _plan(
                 )
             ),
         )
-        .where(_among(session, Application.shop_id, shop_ids))
+        .where(among(session, Application.shop_id, shop_ids))
         .group_by(Application.shop_id)
     )
     for shop_id, attempt, busy, cancelled in session.execute(history):
@@ -323,91 +371,58 @@ def _plan(
             opted_out.add(shop_id)
 
     today = clock.china_date(now)
-    threshold = policy.review.staff_review_min_followers
-    totals_of = {
-        sid: rules.quota_totals(
-            policy, subject_type=s.subject_type, cross_border=s.cross_border, bound_followers=int(followers.get(sid, 0))
-        )
-        for sid, s in subjects.items()
-    }
-    pools_of = {sid: [(t.value, quotas.quota_pool(sid, t.value)) for t in AccountType] for sid in subject_ids}
-    outcome, upgrades, skips = Outcome(), [], []
+    outcome, chosen, skips = Outcome(), [], []
     for shop in shops:
         if outcome.upgraded >= budget:
             break
         outcome.scanned += 1
         outcome.last_shop_id = shop.id
         subject = subjects[shop.subject_id]
-        totals = totals_of[subject.id]
-        used = {t: len(taken[pool]) for t, pool in pools_of[subject.id]}
-        operator_pool = quotas.operator_pool(shop.holder_id_hash) if shop.holder_id_hash else None
-        facts = rules.Facts(
+        bound = shop.official_account_id is not None
+        operator = rules.operator_id_hash(named=None, holder=shop.holder_id_hash)
+        operator_pool = quotas.operator_pool(operator) if operator else None
+        shop_facts = rules.facts(
+            policy,
             shop_type=shop.shop_type,
             shop_status=shop.status,
-            license_valid_until=subject.license_valid_until,
-            today=today,
-            account_bound=shop.official_account_id is not None,
-            real_name_verified=shop.real_name_verified,
-            account_status=shop.account_status,
-            violations_90d=shop.violations_90d,
-            already_upgraded=False,
+            subject=subject,
+            account=_Account(shop.followers, shop.account_status, shop.real_name_verified, shop.violations_90d)
+            if bound
+            else None,
+            bound_followers=int(followers.get(subject.id, 0)),
+            quota_used={t.value: held[quotas.quota_pool(subject.id, t.value)] for t in AccountType},
+            operator_used=held[operator_pool] if operator_pool else None,
             other_in_progress=shop.id in in_progress,
-            quota=rules.QuotaFacts(totals=totals, used=used, cross_border=subject.cross_border),
+            already_upgraded=False,
             explicit_type=None,
-            operator_used=len(taken[operator_pool]) if operator_pool else None,
-            operator_capacity=policy.operators.capacity,
+            today=today,
         )
-        checks, account_type = rules.evaluate(policy, facts)
-        failures = rules.failed(checks)
-        reason = None
-        if shop.id in opted_out:
-            reason = OPTED_OUT
-        elif failures:
-            reason = failures[0].code
-        elif threshold is not None and shop.followers >= threshold:
-            reason = NEEDS_STAFF_REVIEW
-        if reason is not None:
+        decision = rules.auto_decision(policy, shop_facts, opted_out=shop.id in opted_out)
+        if isinstance(decision, rules.Skip):
             outcome.skipped += 1
-            outcome.reasons[reason] += 1
-            skips.append((shop.id, reason))
+            outcome.reasons[decision.reason] += 1
+            skips.append((shop.id, decision.reason))
             continue
-        quota_pool = quotas.quota_pool(subject.id, account_type)
-        quota_no = _lowest_free(taken[quota_pool], totals[account_type])
-        operator_no = _lowest_free(taken[operator_pool], policy.operators.capacity)
-        taken[quota_pool].add(quota_no)
-        taken[operator_pool].add(operator_no)
-        overlay.setdefault(quota_pool, set()).add(quota_no)
-        overlay.setdefault(operator_pool, set()).add(operator_no)
+        quota_pool = quotas.quota_pool(subject.id, decision.account_type)
+        assert operator_pool is not None  # a bound account has a holder
+        for pool in (quota_pool, operator_pool):
+            held[pool] += 1
+            planned[pool] += 1
         outcome.upgraded += 1
-        upgrades.append(
+        chosen.append(
             {
                 "shop": shop,
-                "account_type": account_type,
+                "account_type": decision.account_type,
                 "attempt": attempts.get(shop.id, 0) + 1,
-                "quota_pool": quota_pool,
-                "quota_no": quota_no,
-                "operator_pool": operator_pool,
-                "operator_no": operator_no,
+                "pools": (quota_pool, operator_pool),
             }
         )
-    return _Plan(outcome=outcome, upgrades=upgrades, skips=skips)
-
-
-def _among(session: Session, column, values: list):
-    """`column IN values`; on PostgreSQL `= ANY(array)`, one parameter: the statement text stays the same from chunk
-    to chunk (no re-rendering of thousands of placeholders, and psycopg can prepare it)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(values)
-
-
-def _lowest_free(taken: set, capacity: int) -> int:
-    return next(n for n in range(1, capacity + 1) if n not in taken)
+    return _Plan(outcome=outcome, upgrades=chosen, skips=skips)
 
 
 def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor: str, now: dt.datetime) -> None:
     deadline = now + policy.cancel_window
-    apps, slots, records, trail, outbox = [], [], [], [], []
+    apps, places, records, trail, outbox = [], [], [], [], []
     deadline_iso = deadline.isoformat()
     # Random ids for the whole chunk at once (as random as uuid4().hex, a fraction of the cost): 20 hex digits of
     # application id and 32 of event id per upgrade.
@@ -435,7 +450,7 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
                 "confirmation_token_hash": None,
                 "confirmation_token_enc": None,
                 "confirmation_expires_at": None,
-                "awaiting_staff": False,
+                "staff_review": None,
                 "wave_id": wave_id,
                 "created_at": now,
                 "updated_at": now,
@@ -444,16 +459,9 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
                 "finished_at": now,
             }
         )
-        for pool, number in ((u["quota_pool"], u["quota_no"]), (u["operator_pool"], u["operator_no"])):
-            slots.append(
-                {
-                    "pool": pool,
-                    "slot_no": number,
-                    "application_id": app_id,
-                    "account_id": shop.official_account_id,
-                    "created_at": now,
-                }
-            )
+        places += [
+            {"pool": pool, "application_id": app_id, "account_id": shop.official_account_id} for pool in u["pools"]
+        ]
         records.append(
             {
                 "account_id": shop.official_account_id,
@@ -498,32 +506,30 @@ def _write(session: Session, plan: _Plan, policy: Policy, *, wave_id: str, actor
                 "at": now,
                 "shop_id": shop.id,
                 "subject_id": shop.subject_id,
-                "data": {
-                    "application_id": app_id,
-                    "shop_id": shop.id,
-                    "account_id": shop.official_account_id,
-                    "subject_id": shop.subject_id,
-                    "origin": "auto",
-                    "status": "succeeded",
-                    "account_type": u["account_type"],
-                    "attempt": u["attempt"],
-                    "reasons": [],
-                    "wave_id": wave_id,
-                    "cancel_deadline": deadline_iso,
-                },
+                "data": lifecycle.event_data(
+                    application_id=app_id,
+                    shop_id=shop.id,
+                    account_id=shop.official_account_id,
+                    subject_id=shop.subject_id,
+                    origin=Origin.AUTO.value,
+                    status=State.SUCCEEDED.value,
+                    account_type=u["account_type"],
+                    attempt=u["attempt"],
+                    reasons=[],
+                    cancel_deadline=deadline_iso,
+                    wave_id=wave_id,
+                ),
             }
         )
     if apps:
         # Core inserts (COPY on PostgreSQL): no ORM unit of work for rows nothing else in the session touches.
-        bulk_insert(session, Application.__table__, apps)
-        bulk_insert(session, Slot.__table__, slots)
-        bulk_insert(session, OfficialAccount.__table__, records)
+        bulk_insert(session, Application, apps)
+        quotas.reserve_many(session, places, now=now)
+        bulk_insert(session, OfficialAccount, records)
         audit.record_many(session, trail)
         events.emit_many(session, outbox)
     if plan.skips:
-        bulk_insert(
-            session, WaveSkip.__table__, [{"wave_id": wave_id, "shop_id": s, "reason": r} for s, r in plan.skips]
-        )
+        bulk_insert(session, WaveSkip, [{"wave_id": wave_id, "shop_id": s, "reason": r} for s, r in plan.skips])
 
 
 # ---------------------------------------------------------------- dry run
@@ -539,14 +545,14 @@ def simulate(
 ) -> Outcome:
     """What a wave would do now, writing nothing (`guanhao waves run --dry-run`)."""
     min_score = policy.auto_upgrade.min_experience_score if min_score is None else min_score
-    total, overlay, after = Outcome(), {}, ""
+    total, planned, after = Outcome(), Counter[str](), ""
     with session_scope() as session:
         now = clock.now(session)
         while total.upgraded < limit:
             shops = _claim(session, wave_id=None, min_score=min_score, after=after, size=chunk, lock=False)
             if not shops:
                 break
-            plan = _plan(session, shops, policy, now=now, budget=limit - total.upgraded, overlay=overlay, lock=False)
+            plan = _plan(session, shops, policy, now=now, budget=limit - total.upgraded, planned=planned, lock=False)
             total.add(plan.outcome)
             after = shops[-1].id
             if progress is not None:

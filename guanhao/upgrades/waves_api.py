@@ -6,6 +6,7 @@ import structlog
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from guanhao import clock
 from guanhao.db import session_scope
 from guanhao.http import Admin
 from guanhao.schemas import IdPath, NonNegInt, RequestBody, Score, problem_responses
@@ -64,8 +65,6 @@ def _run_in_background(wave_id: str, policy) -> None:
             waves.work(wave_id, policy)
         except Exception as exc:
             log.error("wave.failed", wave_id=wave_id, error_type=type(exc).__name__)
-            from guanhao import clock
-
             with session_scope() as session:
                 waves.fail(session, wave_id, type(exc).__name__, now=clock.now(session))
 

@@ -98,3 +98,51 @@ def test_r60_audit_log_is_append_only_at_the_database(api, engine, statement):
     # appending still works
     api.subject(subject_id, name="再次同步")
     assert len(api.audit(subject_id)) == len(before) + 1
+
+
+def test_r60_consents_are_in_the_hash_chain_with_party_version_and_where_the_answer_came_from(api):
+    """R-15, R-60: the merchant's consent and the holder's answer are audit rows of the subject's chain, with the
+    agreement version, the party and decision, and (for the holder) the client address and user agent."""
+    subject_id, shop_id, _ = api.ready_shop()
+    app_id = api.submit(shop_id).json()["application_id"]
+    token = api.token(app_id)
+    r = api.client.post(f"/api/v1/confirmations/{token}/accept", headers={"User-Agent": "Douyin/31.2 (iPhone)"})
+    assert r.status_code == 200, r.text
+    submitted, answered = api.audit(app_id)[:2]
+    assert submitted["detail"]["consent"] == {
+        "party": "merchant",
+        "decision": "agreed",
+        "agreement_version": "2025-09-30",
+    }
+    assert answered["detail"]["consent"] == {
+        "party": "holder",
+        "decision": "accepted",
+        "agreement_version": "2025-09-30",
+    }
+    assert answered["detail"]["client"]["user_agent"] == "Douyin/31.2 (iPhone)"
+    assert answered["detail"]["client"]["address"]
+    assert answered["chain"] == subject_id == submitted["chain"]
+
+
+def test_r60_pending_change_expiry_and_failure_are_audited(api):
+    """R-60: an SMS change that expires (by the sweep) or fails on too many wrong codes leaves a row with from/to."""
+    import datetime as dt
+
+    _, shop_id, account_id = api.ready_shop()
+    assert api.upgrade(shop_id)["status"] == "succeeded"
+    base = f"/api/v1/shops/{shop_id}/official-account/phone-rebinds"
+    rebind = api.client.post(base, json={"new_phone": "13700137000"}, headers=api.admin).json()["rebind_id"]
+    for _ in range(5):
+        api.client.post(f"{base}/{rebind}/verify", json={"code": "000000"}, headers=api.admin)
+    failed = [a for a in api.audit(account_id) if a["action"] == "login_phone.change_failed"]
+    assert [(a["from"], a["to"], a["detail"]["change_id"]) for a in failed] == [("pending", "failed", rebind)]
+
+    api.set_clock(api.now() + dt.timedelta(minutes=2))
+    second = api.client.post(base, json={"new_phone": "13700137001"}, headers=api.admin).json()["rebind_id"]
+    api.set_clock(api.now() + dt.timedelta(minutes=10))
+    r = api.client.post("/api/v1/admin/jobs/expire-pending-changes/run", headers=api.admin)
+    assert (r.status_code, r.json()["processed"]) == (200, 1)
+    expired = [a for a in api.audit(account_id) if a["action"] == "login_phone.change_expired"]
+    assert [(a["from"], a["to"], a["actor"], a["detail"]["change_id"]) for a in expired] == [
+        ("pending", "expired", "job:expire-pending-changes", second)
+    ]

@@ -154,7 +154,7 @@ def test_explicit_type_quota_holds_under_25_concurrent_submits(live_server, driv
     assert scalar(sql, "SELECT count(*) FROM slots WHERE pool = :p", p=f"quota:{subject_id}:dedicated") == 3
     assert scalar(sql, "SELECT count(*) FROM slots WHERE pool LIKE :p", p=f"quota:{subject_id}:%") == 3
     assert scalar(sql, "SELECT count(*) FROM upgrade_applications WHERE subject_id = :s", s=subject_id) == 3
-    assert scalar(sql, "SELECT max(slot_no) FROM slots WHERE pool = :p", p=f"quota:{subject_id}:dedicated") == 3
+    assert scalar(sql, "SELECT held FROM pools WHERE key = :p", p=f"quota:{subject_id}:dedicated") == 3
 
 
 def test_fallback_fills_every_type_exactly_under_25_concurrent_submits(live_server, driver, admin_headers, sql):
@@ -236,8 +236,12 @@ def test_operator_capacity_holds_across_subjects_under_22_concurrent_submits(liv
     for r in responses:
         if r.status_code != 201:
             assert refusal_codes(r) == {"OPERATOR_LIMIT_REACHED"}, r.text
-    pools = rows(sql, "SELECT pool, count(*), max(slot_no) FROM slots WHERE pool LIKE 'operator:%' GROUP BY pool")
-    assert [(count, top) for _, count, top in pools] == [(5, 5)], pools
+    pools = rows(
+        sql,
+        """SELECT s.pool, count(*), p.held FROM slots s JOIN pools p ON p.key = s.pool
+           WHERE s.pool LIKE 'operator:%' GROUP BY s.pool, p.held""",
+    )
+    assert [(count, held) for _, count, held in pools] == [(5, 5)], pools
     [(pool, _, _)] = pools
     accepted = {r.json()["application_id"] for r in responses if r.status_code == 201}
     assert {a for (a,) in rows(sql, "SELECT application_id FROM slots WHERE pool = :p", p=pool)} == accepted

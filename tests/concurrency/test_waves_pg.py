@@ -122,13 +122,15 @@ def assert_exactly_once(sql: sa.Engine, wave_id: str) -> dict:
             == 0
         )
 
-        # No pool over its capacity (the unique (pool, slot_no) already forbids two holders of one number).
+        # No pool over its capacity, and each pool's counter equals the places held in it.
         followers = dict(
             q("""SELECT s.subject_id, sum(a.followers) FROM shops s JOIN accounts a ON a.id = s.official_account_id
                               GROUP BY s.subject_id""").all()
         )
         subjects = {r.id: r for r in q("SELECT id, subject_type, cross_border FROM subjects")}
-        for pool, used, highest in q("SELECT pool, count(*), max(slot_no) FROM slots GROUP BY pool"):
+        for pool, used, held in q(
+            "SELECT s.pool, count(*), p.held FROM slots s JOIN pools p ON p.key = s.pool GROUP BY s.pool, p.held"
+        ):
             kind, _, rest = pool.partition(":")
             if kind == "operator":
                 capacity = policy.operators.capacity
@@ -141,7 +143,7 @@ def assert_exactly_once(sql: sa.Engine, wave_id: str) -> dict:
                     cross_border=s.cross_border,
                     bound_followers=int(followers.get(subject_id, 0)),
                 )[account_type]
-            assert used <= capacity and highest <= capacity, (pool, used, capacity)
+            assert used == held <= capacity, (pool, used, held, capacity)
         assert q("SELECT count(*) FROM slots").scalar() == 2 * len(eligible)
     verify = subprocess.run(
         [GUANHAO, "audit", "verify"], env=dict(os.environ), capture_output=True, text=True, timeout=60
@@ -196,10 +198,10 @@ def worker_share(stderr: str) -> dict:
     return dict(zip(("scanned", "upgraded", "skipped"), (int(g.replace(",", "")) for g in m.groups()), strict=True))
 
 
-WAITING_ON_SUBJECTS = """
+WAITING_ON_POOLS = """
     SELECT count(*) FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
-      AND query LIKE '%FROM subjects%FOR NO KEY UPDATE%'
+      AND query LIKE '%INSERT INTO pools%'
 """
 
 
@@ -210,15 +212,20 @@ def scalar(sql: sa.Engine, query: str):
 
 def test_several_workers_on_one_wave_never_take_the_same_shop(sql):
     build(sql, 20_000)
-    # Every chunk locks its shops' subjects after claiming its shops: holding all subjects here stops each
-    # worker right after its first claim, so no worker can finish the wave before the others have started.
+    # Every chunk creates and locks its subjects' quota pools after claiming its shops: creating them all here,
+    # uncommitted, stops each worker right after its first claim (its insert waits for ours), so no worker can
+    # finish the wave before the others have started.
     gate = sql.connect()
-    gate.execute(sa.text("SELECT id FROM subjects FOR NO KEY UPDATE")).all()
+    gate.execute(
+        sa.text("""INSERT INTO pools (key, held)
+                   SELECT 'quota:' || s.id || ':' || t.type, 0
+                   FROM subjects s, (VALUES ('main'), ('vertical'), ('dedicated')) AS t(type)""")
+    )
     creator, wave_id = start_wave(chunk=50)
     joiners = [guanhao("waves", "resume", wave_id, "--chunk", "50", "--quiet") for _ in range(3)]
     outputs = []
     try:
-        wait_until(lambda: scalar(sql, WAITING_ON_SUBJECTS) == 4, timeout=30, every=0.05)  # each with its own claim
+        wait_until(lambda: scalar(sql, WAITING_ON_POOLS) == 4, timeout=30, every=0.05)  # each with its own claim
         gate.rollback()
         gate.close()
         for proc in [creator, *joiners]:

@@ -9,7 +9,7 @@ import re
 from playwright.sync_api import expect
 
 from tests.console.conftest import PASSWORD, PHONE, main_page, shoot
-from tests.console.test_merchant import _merchant, _open_shop
+from tests.console.test_merchant import _merchant, _open_shop, _through_the_wizard
 from tests.factories import person
 
 
@@ -125,12 +125,7 @@ def test_every_step_works_without_javascript(console, browser):
         console.login(page, username)
         # the wizard: plain links and forms, post/redirect/get
         page.goto(f"{console.url}/shops/{shop_id}")
-        page.get_by_test_id("upgrade").click()
-        page.get_by_test_id("next").click()
-        page.get_by_test_id("next").click()
-        page.get_by_test_id("next").click()
-        page.get_by_test_id("agree").check()
-        page.get_by_test_id("submit").click()
+        _through_the_wizard(page)
         expect(page).to_have_url(re.compile(rf"/shops/{shop_id}/applications/app_"))
         expect(page.locator("#toasts")).to_contain_text("已提交升级申请")
         expect(page.locator("#application-live")).to_have_attribute("data-status", "submitted")

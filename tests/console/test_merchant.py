@@ -22,6 +22,16 @@ def _merchant(console, page, *shop_fields, account_fields=None):
     return subject_id, shops
 
 
+def _through_the_wizard(page) -> None:
+    """From the shop page: every step with its defaults (the holder operates, 自动 type), agreeing at the end."""
+    page.get_by_test_id("upgrade").click()
+    for step in ("账号类型", "运营人", "确认协议"):
+        page.get_by_test_id("next").click()
+        expect(page.locator("li.step-process")).to_contain_text(step)
+    page.get_by_test_id("agree").check()
+    page.get_by_test_id("submit").click()
+
+
 def _open_shop(console, page, shop_id: str) -> None:
     page.goto(f"{console.url}/shops/{shop_id}")
     expect(page.get_by_role("heading", level=1)).to_contain_text("店铺官方账号")
@@ -137,12 +147,7 @@ def test_r18_declined_then_upgrade_again(console, page, browser):
     expect(banner).to_contain_text("升级失败")
     expect(banner).to_contain_text("拒绝了升级")
     main_page(page, "official-failed")
-    page.get_by_test_id("upgrade").click()
-    page.get_by_test_id("next").click()
-    page.get_by_test_id("next").click()
-    page.get_by_test_id("next").click()
-    page.get_by_test_id("agree").check()
-    page.get_by_test_id("submit").click()
+    _through_the_wizard(page)
     expect(page.locator("#application-live")).to_have_attribute("data-status", "submitted")
     _open_shop(console, page, shop_id)
     expect(page.locator("#history tbody tr")).to_have_count(2)

@@ -186,3 +186,53 @@ def test_import_is_admin_only(api):
         "/api/v1/import", content=b"", headers=api.merchant(subject_id) | {"Content-Type": "application/x-ndjson"}
     )
     assert r.status_code == 403
+
+
+def _upgraded_account(api, login_phone: str, holder: dict) -> tuple[str, str]:
+    _, shop_id, account_id = api.ready_shop(account_fields={"login_phone": login_phone}, holder=holder)
+    assert api.upgrade(shop_id)["status"] == "succeeded"
+    return shop_id, account_id
+
+
+def test_r24_a_sync_may_change_an_upgraded_accounts_other_fields_but_keeps_its_login_phone_and_holder(api):
+    """R-24: from the upgrade on the login phone and the operator are the subject's to manage; the platform's sync
+    still brings followers, status, violations and nickname."""
+    holder, login_phone = person(), phone()
+    shop_id, account_id = _upgraded_account(api, login_phone, holder)
+    body = account_body(login_phone=login_phone, holder=holder, followers=777, nickname="新昵称", violations_90d=1)
+    r = api.client.put(f"/api/v1/accounts/{account_id}", json=body, headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert (r.json()["followers"], r.json()["nickname"], r.json()["violations_90d"]) == (777, "新昵称", 1)
+    view = api.official_account(shop_id)
+    assert view["account"]["login_phone"] == login_phone[:3] + "****" + login_phone[-4:]
+
+
+def test_r24_a_sync_that_changes_an_upgraded_accounts_login_phone_or_holder_is_refused_and_changes_nothing(api):
+    holder, login_phone = person(), phone()
+    shop_id, account_id = _upgraded_account(api, login_phone, holder)
+    before = (api.official_account(shop_id), api.audit(account_id), api.events(shop_id=shop_id))
+    for changed in (
+        account_body(login_phone=phone(), holder=holder, followers=999),
+        account_body(login_phone=login_phone, holder=person(), followers=999),
+    ):
+        r = api.client.put(f"/api/v1/accounts/{account_id}", json=changed, headers=api.admin)
+        assert (r.status_code, r.json()["code"]) == (409, "MANAGED_BY_SUBJECT"), r.text
+    assert (api.official_account(shop_id), api.audit(account_id), api.events(shop_id=shop_id)) == before
+
+    line = {"kind": "account", "id": account_id, **account_body(login_phone=phone(), holder=holder)}
+    good = {"kind": "account", "id": "acct-r24-other", **account_body()}
+    r = api.client.post(
+        "/api/v1/import", content=_ndjson(line, good), headers=api.admin | {"Content-Type": "application/x-ndjson"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1
+    assert [(x["line"], x["code"]) for x in r.json()["rejected"]] == [(1, "MANAGED_BY_SUBJECT")]
+    assert api.official_account(shop_id) == before[0]
+
+
+def test_r24_before_the_upgrade_the_platform_syncs_the_login_phone_and_holder(api):
+    _, shop_id, account_id = api.ready_shop()
+    new_phone = phone()
+    r = api.client.put(f"/api/v1/accounts/{account_id}", json=account_body(login_phone=new_phone), headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert api.official_account(shop_id)["account"]["login_phone"].endswith(new_phone[-4:])

@@ -557,22 +557,30 @@ def test_r16_staff_reject_with_reason(api, shop):
     assert approve(api, app["application_id"]).status_code == 409
 
 
-def test_r16_approve_when_a_check_now_fails_is_refused_and_changes_nothing(api, shop):
-    """R-16, R-20 staff approve after the account got restricted → 409; still reviewing, nothing emitted."""
+def test_r16_approve_when_a_check_now_fails_rejects_with_every_failed_reason(api, shop):
+    """R-16 staff approve after the account got restricted: the re-check fails, so the application is rejected with
+    every failed reason — it does not stay stuck in the queue holding its slot."""
     subject_id, _, _, _ = shop
     holder = factories.person()
     _, big_shop, account_id = api.ready_shop(subject_id, account_fields={"followers": 1_500_000}, holder=holder)
     app = submitted(api, big_shop)
     api.accept(app["application_id"])
-    api.account(account_id, holder=holder, followers=1_500_000, status="restricted")
-    before = snapshot(api, big_shop, app["application_id"])
+    api.account(account_id, holder=holder, followers=1_500_000, status="restricted", violations_90d=2)
     r = approve(api, app["application_id"])
-    assert r.status_code == 409
-    assert "ACCOUNT_NOT_NORMAL" in codes(r.json()["reasons"])
-    assert snapshot(api, big_shop, app["application_id"]) == before
-    assert api.application(app["application_id"])["status"] == "reviewing"
-    assert review_queue(api) == [app["application_id"]]
-    assert quotas(api, subject_id)["main"] == (1, 1)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "rejected"
+    assert codes(r.json()["reasons"]) == ["ACCOUNT_NOT_NORMAL", "ACCOUNT_HAS_VIOLATIONS"]
+    assert r.json()["awaiting_staff_review"] is False
+    assert api.application(app["application_id"])["status"] == "rejected"
+    assert review_queue(api) == []
+    assert quotas(api, subject_id)["main"] == (1, 0)
+    assert api.events(shop_id=big_shop)[-1]["type"] == "upgrade.rejected"
+    trail = api.audit(app["application_id"])
+    assert [(a["action"], a["from"], a["to"]) for a in trail[-2:]] == [
+        ("upgrade.review.rejected", "reviewing", "reviewing"),
+        ("upgrade.rejected", "reviewing", "rejected"),
+    ]
+    assert api.official_account(big_shop)["upgrade_status"] == "not_upgraded"
 
 
 def test_r62_merchant_cannot_use_staff_review(api, shop):
@@ -645,8 +653,10 @@ def test_r62_merchant_cannot_withdraw_another_subjects_application(api, shop):
 # ---------------------------------------------------------------- expiry (R-15)
 
 
-def test_r15_confirmation_expires_after_168_hours(api, shop):
-    """R-15 no answer in 7 days → expired by the job; `processed` counts; slots freed; accept refused."""
+def test_r15_confirmation_expires_after_168_hours_as_a_fact_of_time(api, shop):
+    """R-15 no answer in 7 days → expired from the deadline on, whether or not the job has run: every read shows it,
+    the holder's answer is refused with CONFIRMATION_EXPIRED, its slot and operator place count as free; the job
+    then records it (audit, event) and counts what it processed."""
     subject_id, shop_id, _, _ = shop
     operator = factories.person()
     app = submitted(api, shop_id, operator=operator)
@@ -658,8 +668,21 @@ def test_r15_confirmation_expires_after_168_hours(api, shop):
     assert api.application(app["application_id"])["status"] == "submitted"
 
     api.set_clock(T0 + dt.timedelta(hours=168, minutes=1))
-    assert api.accept(app["application_id"]).status_code == 409  # past the deadline, even before the job ran
-    assert api.application(app["application_id"])["status"] == "submitted"
+    # Before the job: every read shows it expired, and nothing counts it as in progress.
+    seen = api.application(app["application_id"])
+    assert (seen["status"], codes(seen["reasons"])) == ("expired", ["CONFIRMATION_EXPIRED"])
+    assert [s["state"] for s in seen["steps"]] == ["done", "failed", "skipped", "failed"]
+    assert applications(api, shop_id)[0]["status"] == "expired"
+    assert api.official_account(shop_id)["upgrade_status"] == "not_upgraded"
+    assert api.official_account(shop_id)["active_application_id"] is None
+    assert quotas(api, subject_id) == {"main": (1, 0), "vertical": (2, 0), "dedicated": (3, 0)}
+    checks = {c["code"]: c["passed"] for c in eligibility(api, shop_id)["checks"]}
+    assert checks["APPLICATION_IN_PROGRESS"] is True
+    for answer in (api.accept, api.decline):
+        r = answer(app["application_id"])
+        assert (r.status_code, r.json()["code"]) == (409, "CONFIRMATION_EXPIRED")
+    assert api.events(shop_id=shop_id)[-1]["type"] == "upgrade.confirmation_requested"  # not recorded yet
+
     assert run_expiry(api) == 2
     assert run_expiry(api) == 0
     done = api.application(app["application_id"])
@@ -674,13 +697,33 @@ def test_r15_confirmation_expires_after_168_hours(api, shop):
     assert [r["code"] for r in trail[-1]["detail"]["reasons"]] == ["CONFIRMATION_EXPIRED"]  # R-20 why
 
     r = api.accept(app["application_id"])
-    assert r.status_code == 409
-    assert r.json()["code"] == "INVALID_TRANSITION"
+    assert (r.status_code, r.json()["code"]) == (409, "CONFIRMATION_EXPIRED")
     assert api.decline(app["application_id"]).status_code == 409
     assert api.application(app["application_id"])["status"] == "expired"
     # the operator's place is free again: the same person can be named 5 times
     for _ in range(5):
         submitted(api, api.ready_shop(api.subject())[1], operator=operator)
+
+
+def test_r15_a_new_application_ends_the_lapsed_one_in_the_same_transaction(api, shop):
+    """R-15 past the deadline a new application for the shop is accepted; the stale one is recorded expired in the
+    same transaction, and its slot and operator place are free for the new one — no job needed."""
+    subject_id, shop_id, _, _ = shop
+    stale = submitted(api, shop_id, account_type="main")
+    api.set_clock(T0 + dt.timedelta(hours=169))
+    fresh = submitted(api, shop_id, account_type="main")
+    assert fresh["attempt"] == 2
+    assert api.application(stale["application_id"])["status"] == "expired"
+    assert quotas(api, subject_id)["main"] == (1, 1)
+    trail = api.audit(stale["application_id"])
+    assert (trail[-1]["from"], trail[-1]["to"], trail[-1]["actor"]) == (
+        "submitted",
+        "expired",
+        "job:expire-confirmations",
+    )
+    types = [e["type"] for e in api.events(shop_id=shop_id)]
+    assert types[-3:] == ["upgrade.expired", "upgrade.submitted", "upgrade.confirmation_requested"]
+    assert run_expiry(api) == 0
 
 
 def test_r15_accept_just_before_the_deadline_succeeds(api, shop):

@@ -47,6 +47,7 @@ def facts(**changes) -> rules.Facts:
         real_name_verified=True,
         account_status="normal",
         violations_90d=0,
+        followers=12_000,
         already_upgraded=False,
         other_in_progress=False,
         quota=quota(),

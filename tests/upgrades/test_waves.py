@@ -249,6 +249,30 @@ def test_fall_back_counts_slots_reserved_before_the_wave(api):
     assert quotas(api, subject_id) == {"main": (1, 1), "vertical": (1, 1), "dedicated": (1, 1)}
 
 
+def test_r33_a_wave_never_takes_a_place_above_a_lowered_quota(api):
+    """R-33: a sync lowered the subject's vertical quota (3 → 2) while places were held; the wave counts what is
+    held now against the quota of now: one more vertical, then dedicated, then QUOTA_EXHAUSTED."""
+    api.set_clock(T0)
+    subject_id = api.subject()
+    holder = factories.person()
+    _, _, big = api.ready_shop(subject_id, shop_fields={"experience_score": 3.0}, holder=holder,
+                               account_fields={"followers": 1_000_000})  # fmt: skip
+    manual = [api.ready_shop(subject_id, shop_fields={"experience_score": 3.0})[1] for _ in range(4)]
+    assert api.submit(manual[0], account_type="main").status_code == 201
+    held = [api.submit(shop, account_type="vertical").json()["application_id"] for shop in manual[1:]]
+    for app_id in held[:2]:
+        assert api.client.post(f"/api/v1/upgrade-applications/{app_id}/withdraw", headers=api.admin).status_code == 200
+    api.account(big, holder=holder, followers=0)
+    assert quotas(api, subject_id) == {"main": (1, 1), "vertical": (2, 1), "dedicated": (3, 0)}
+    candidates = [api.ready_shop(subject_id)[1] for _ in range(5)]
+
+    wave = api.wave(10)
+    assert (wave["upgraded"], wave["skip_reasons"]) == (4, {"QUOTA_EXHAUSTED": 1})
+    types = sorted(t for s in candidates if (t := api.official_account(s)["account_type"]))
+    assert types == ["dedicated", "dedicated", "dedicated", "vertical"]
+    assert quotas(api, subject_id) == {"main": (1, 1), "vertical": (2, 2), "dedicated": (3, 3)}
+
+
 def test_one_person_operates_at_most_five_accounts_across_a_wave(api):
     """R-41: the holder becomes the operator; a sixth account of the same person is skipped."""
     api.set_clock(T0)
@@ -324,6 +348,13 @@ def test_a_wave_that_crashes_is_reported_failed_and_writes_nothing_of_its_chunk(
     assert (wave["status"], wave["error"], wave["upgraded"], wave["scanned"]) == ("failed", "RuntimeError", 0, 0)
     assert not upgraded(api, shop_id)
     assert not [e for e in api.events() if e["type"] == "upgrade.succeeded"]
+    # R-60: a wave that fails is audited like one that finishes: from/to and its figures.
+    trail = api.audit(wave["wave_id"])
+    assert [(a["action"], a["from"], a["to"]) for a in trail] == [
+        ("wave.started", None, None),
+        ("wave.failed", "running", "failed"),
+    ]
+    assert trail[-1]["detail"] == {"scanned": 0, "upgraded": 0, "skipped": 0, "error": "RuntimeError"}
 
 
 # ---------------------------------------------------------------- the command

@@ -68,20 +68,27 @@ class Console:
 
     def merchant_user(self, subject_id: str, username: str | None = None) -> str:
         username = username or f"m{subject_id.replace('-', '')[-12:]}".lower()
+        return self._user(username, "merchant", subject_id)
+
+    def staff_user(self, username: str = "staff.user") -> str:
+        return self._user(username, "staff", None)
+
+    def _user(self, username: str, role: str, subject_id: str | None) -> str:
         r = self.api.client.post(
             "/api/v1/admin/users",
-            json={"username": username, "password": PASSWORD, "role": "merchant", "subject_id": subject_id},
+            json={"username": username, "password": PASSWORD, "role": role, "subject_id": subject_id},
             headers=self.api.admin,
         )
         assert r.status_code == 201, r.text
         return username
 
-    def login(self, page, username: str, password: str = PASSWORD) -> None:
+    def login(self, page, username: str, password: str = PASSWORD, *, home: str = "/shops") -> None:
+        """Signs in on the login page at `/`; a merchant lands on /shops, staff on /staff."""
         page.goto(self.url + "/")
         page.get_by_label(re.compile("用户名|Username")).fill(username)
         page.get_by_label(re.compile("密码|Password")).fill(password)
         page.get_by_test_id("login").click()
-        page.wait_for_url(re.compile(r"/shops$"))
+        page.wait_for_url(re.compile(re.escape(home) + "$"))
 
     def holder_url(self, application_id: str) -> str:
         return f"{self.url}/confirm/{self.api.token(application_id)}"

@@ -5,9 +5,8 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from prometheus_client import make_asgi_app
 
-from guanhao import __version__, problems
+from guanhao import __version__, health, logs, metrics, problems
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.settings import get_settings
@@ -34,6 +33,8 @@ async def _lifespan(app: FastAPI):
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    # Here, not only in the CLI: each `serve --workers N` process is spawned afresh and builds its own app.
+    logs.configure(settings.log_level)
     app = FastAPI(
         lifespan=_lifespan,
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
@@ -78,14 +79,12 @@ def create_app() -> FastAPI:
     from guanhao import console
 
     console.install(app, api_prefix=API)
-
-    @app.get(f"{API}/health", tags=["ops"])
-    def health() -> dict:
-        return {"status": "ok", "version": __version__, "sandbox": settings.sandbox}
-
-    app.mount("/metrics", make_asgi_app())
+    app.include_router(health.router)
+    app.include_router(metrics.router)
     app.openapi = lambda: _openapi(app)
     app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw)
+    app.add_middleware(problems.LastResort)
+    app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app
 
@@ -136,6 +135,12 @@ def _openapi(app: FastAPI) -> dict:
                             "content": {"application/problem+json": {"schema": problem_ref}},
                         },
                     )
+            # Any request needs the database (API.md): busy past its budget or unreachable → 503.
+            unavailable = responses.setdefault(
+                "503", {"description": "Database busy or unreachable (SERVICE_UNAVAILABLE)"}
+            )
+            unavailable["content"] = {"application/problem+json": {"schema": problem_ref}}
+            unavailable["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
             if not path.startswith(f"{API}/confirmations") and path != f"{API}/health":
                 op["security"] = [{"bearer": []}]
     app.openapi_schema = schema

@@ -1,5 +1,7 @@
 """The `guanhao` command: serve, db upgrade, demo-data, api-keys create, users create, jobs run, waves, events deliver, audit verify."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -75,21 +77,61 @@ def serve(
         os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "1"
         get_settings.cache_clear()
 
+    import structlog
+
     from guanhao import logs
 
     _startup_checks()
     _upgrade_schema()
     logs.configure(get_settings().log_level)
-    console.print(f"guanhao on http://{host}:{port}  database {get_engine_url()}  sandbox={get_settings().sandbox}")
-    uvicorn.run(
-        "guanhao.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
+    structlog.get_logger("guanhao.cli").info(
+        "serve.starting",
+        url=f"http://{host}:{port}",
+        database=get_engine_url(),
+        sandbox=get_settings().sandbox,
         workers=workers,
-        access_log=False,
-        log_level="warning",
     )
+    with _metrics_dir(workers):
+        # No log_config: uvicorn's loggers go through our JSON formatter (each worker's app factory
+        # configures logging again); no uvicorn access log, which would write raw paths and queries.
+        uvicorn.run(
+            "guanhao.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+        )
+
+
+@contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """Several worker processes add up their metrics through files in PROMETHEUS_MULTIPROC_DIR
+    (prometheus-client's multiprocess mode): a directory of our own unless one is given, emptied of
+    an earlier run's files before the workers start."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    if workers <= 1:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="guanhao-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @keys_app.command("create")

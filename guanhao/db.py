@@ -1,6 +1,8 @@
 """Engine, sessions and the one unit of work per request, command or job."""
 
 import datetime as dt
+import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -8,7 +10,8 @@ from typing import Any, ClassVar, cast
 
 from sqlalchemy import DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert, orm, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -51,37 +54,66 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(dt.UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40) -> Engine:
+# Execution option that tells the SQLite "begin" listener whether the unit of work writes.
+WRITE_OPTION = "guanhao_writes"
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, busy_timeout: float = 5.0) -> Engine:
+    """`busy_timeout` (seconds) bounds how long a unit of work waits for the database: SQLite's write
+    lock, a PostgreSQL connection from the pool or from the server. Past it the caller gets an error
+    that `unavailable()` recognises (503 at the HTTP edge), never an endless wait."""
+    # Statement parameters stay out of exception messages: they may be personal data (R-50), and
+    # exception messages end up in logs.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, hide_parameters=True, connect_args={"check_same_thread": False, "timeout": busy_timeout}
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
-            # Let SQLAlchemy own transactions, then start every one with BEGIN IMMEDIATE:
-            # SQLite then serialises writers up front instead of failing a read-then-write later.
+            # SQLAlchemy owns transactions: the "begin" listener below starts each one.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
+            # WAL: readers read the last committed state while a writer works; they never wait for it.
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A writing unit takes the write lock up front (BEGIN IMMEDIATE), so SQLite serialises writers
+            # before they read instead of failing a read-then-write later. A reading unit starts deferred
+            # and never takes it: a long import does not stop anyone from reading.
+            writes = conn.get_execution_options().get(WRITE_OPTION, True)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=busy_timeout,
+        connect_args={"connect_timeout": max(2, math.ceil(busy_timeout))},
+    )
 
 
 @lru_cache
 def get_engine() -> Engine:
     s = get_settings()
-    return make_engine(s.resolved_database_url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow)
+    return make_engine(
+        s.resolved_database_url,
+        pool_size=s.db_pool_size,
+        max_overflow=s.db_max_overflow,
+        busy_timeout=s.db_busy_timeout,
+    )
 
 
 Writer = Callable[["Session", list[dict]], None]
+Observer = Callable[[list[dict]], None]
 
 
 class Session(orm.Session):
@@ -95,17 +127,30 @@ class Session(orm.Session):
     """
 
     writers: ClassVar[dict[str, Writer]] = {}
+    observers: ClassVar[dict[str, list[Observer]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.queued: dict[str, list[dict]] = {}
         self._marks: dict[int, dict[str, int]] = {}
+        self._written: dict[str, list[dict]] = {}
 
     @classmethod
     def writes_at_commit(cls, name: str) -> Callable[[Writer], Writer]:
         def register(writer: Writer) -> Writer:
             cls.writers[name] = writer
             return writer
+
+        return register
+
+    @classmethod
+    def observes_commit(cls, name: str) -> Callable[[Observer], Observer]:
+        """Registers a function told, after the commit succeeded, the rows of `name` it wrote (metrics
+        count committed transitions from the audit rows). An observer's failure never fails the commit."""
+
+        def register(observer: Observer) -> Observer:
+            cls.observers.setdefault(name, []).append(observer)
+            return observer
 
         return register
 
@@ -127,6 +172,18 @@ def _write_queued(session: Session) -> None:
     for name, write in Session.writers.items():
         if queued.get(name):
             write(session, queued[name])
+    session._written = queued
+
+
+@event.listens_for(Session, "after_commit")
+def _tell_observers(session: Session) -> None:
+    written, session._written = session._written, {}
+    for name, observers in Session.observers.items():
+        for observe in observers if written.get(name) else ():
+            try:
+                observe(written[name])
+            except Exception:
+                logging.getLogger("guanhao.db").exception("commit observer failed")
 
 
 @event.listens_for(Session, "after_transaction_create")
@@ -145,6 +202,7 @@ def _unqueue(session: Session, previous: orm.SessionTransaction) -> None:
     elif previous.parent is None:
         session.queued.clear()
         session._marks.clear()
+        session._written = {}
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -159,10 +217,18 @@ def _factory(engine: Engine) -> orm.sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on any error."""
-    session = _factory(engine or get_engine())()
+def session_scope(
+    engine: Engine | None = None, *, write: bool = True, lock_timeout: float | None = None
+) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back on any error.
+
+    `write=False` for a unit that only reads (an HTTP GET): on SQLite it never takes the write lock.
+    `lock_timeout` (seconds, PostgreSQL) bounds each wait for a row or advisory lock in a writing unit:
+    an HTTP request answers 503 past its budget; commands and jobs, the long writers, wait their turn."""
+    session = _factory(engine or get_engine())(execution_options={WRITE_OPTION: write})
     try:
+        if write and lock_timeout is not None and is_postgres(session):
+            session.execute(text(f"SET LOCAL lock_timeout = '{max(1, int(lock_timeout * 1000))}ms'"))
         yield session
         session.commit()
     except BaseException:
@@ -170,6 +236,37 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# SQLite result codes (the low byte of the extended code): busy, locked, cannot open the file.
+_SQLITE_UNAVAILABLE = {5, 6, 14}
+# PostgreSQL SQLSTATEs of a server that is gone or busy: connection exceptions (08), insufficient
+# resources (53), operator intervention — shutdown, restart, cancelled by a timeout (57), a lock not
+# obtained within lock_timeout (55P03), deadlock and serialization failures (40P01, 40001).
+_PG_UNAVAILABLE_CLASSES = {"08", "53", "57"}
+_PG_UNAVAILABLE_STATES = {"55P03", "40P01", "40001"}
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unreachable or busy past the caller's budget — a condition
+    to answer with 503 and Retry-After and to retry later, not a bug. The one place that knows the
+    drivers' ways of saying so; used by the HTTP edge and by anything that retries (workers)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _SQLITE_UNAVAILABLE
+    if not isinstance(exc, OperationalError):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    if state is None:  # no answer from a server: refused, closed, timed out
+        return True
+    return state[:2] in _PG_UNAVAILABLE_CLASSES or state in _PG_UNAVAILABLE_STATES
 
 
 def reset() -> None:

@@ -16,12 +16,16 @@ from guanhao.i18n import Message, _l, language
 from guanhao.policy import Policy, get_policy
 from guanhao.settings import get_settings
 
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 @dataclass(frozen=True)
 class Call:
     principal: Principal | None
     lang: str
     policy: Policy
+    # Whether the request may write (by its method): a GET's unit never takes SQLite's write lock.
+    writes: bool = True
 
     @property
     def actor(self) -> str:
@@ -29,8 +33,10 @@ class Call:
 
     @contextmanager
     def unit(self) -> Iterator[tuple[Session, dt.datetime]]:
-        """One transaction for the request; `now` read once from the service clock."""
-        with session_scope() as session:
+        """One transaction for the request; `now` read once from the service clock. A write waits for
+        locks at most the request's budget (then 503, see db.unavailable)."""
+        budget = get_settings().db_busy_timeout if self.writes else None
+        with session_scope(write=self.writes, lock_timeout=budget) as session:
             yield session, clock.now(session)
 
     def require_admin(self) -> None:
@@ -43,6 +49,10 @@ class Call:
             raise errors.NotFound(not_found)
 
 
+def _writes(request: Request) -> bool:
+    return request.method not in READS
+
+
 def _lang(request: Request) -> str:
     return language(request.headers.get("accept-language"))
 
@@ -51,9 +61,9 @@ def authenticated(
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer token")] = None,
 ) -> Call:
-    with session_scope() as session:
+    with session_scope(write=False) as session:
         principal = authenticate(session, authorization, admin_token=get_settings().admin_token)
-    return Call(principal=principal, lang=_lang(request), policy=get_policy())
+    return Call(principal=principal, lang=_lang(request), policy=get_policy(), writes=_writes(request))
 
 
 def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
@@ -62,7 +72,7 @@ def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
 
 
 def anonymous(request: Request) -> Call:
-    return Call(principal=None, lang=_lang(request), policy=get_policy())
+    return Call(principal=None, lang=_lang(request), policy=get_policy(), writes=_writes(request))
 
 
 Authenticated = Annotated[Call, Depends(authenticated)]

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from guanhao import idempotency
+from guanhao import idempotency, metrics
 from guanhao.db import Session
 from guanhao.http import Admin
 from guanhao.operators import service as operators
@@ -42,7 +42,8 @@ JOBS: dict[str, Callable[[Session, Policy, dt.datetime], int]] = {
 
 
 def run(session: Session, name: str, policy: Policy, now: dt.datetime) -> int:
-    return JOBS[name](session, policy, now)
+    with metrics.timed_job(name):
+        return JOBS[name](session, policy, now)
 
 
 router = APIRouter(prefix="/admin", tags=["staff"])

@@ -7,12 +7,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
 
-from guanhao import errors
+from guanhao import db, errors
 from guanhao.i18n import _l, language, render
+from guanhao.logs import route_template
+from guanhao.settings import get_settings
 
 log = structlog.get_logger("guanhao.app")
 
@@ -96,14 +100,59 @@ async def _http_error(request: Request, exc: Exception):
 
 
 async def _unexpected(request: Request, exc: Exception):
-    log.error("unhandled", error_type=type(exc).__name__, route=getattr(request.scope.get("route"), "path", None))
-    return response(errors.DomainError(_l("Internal error; the change was rolled back")), lang_of(request))
+    return response(refusal(request.scope, exc), lang_of(request))
+
+
+def refusal(scope, exc: BaseException) -> errors.DomainError:
+    """The answer to an exception no route turned into a DomainError: 503 with Retry-After when the
+    database is busy or unreachable (wherever the unit of work ran: route, dependency, middleware),
+    else 500, logged once with its traceback."""
+    if isinstance(exc, errors.DomainError):
+        return exc
+    route = route_template(scope)
+    if db.unavailable(exc):
+        log.warning("database.unavailable", error_type=type(exc).__name__, route=route)
+        return errors.ServiceUnavailable(
+            _l("The database is busy or cannot be reached; try again shortly"),
+            retry_after=get_settings().retry_after,
+        )
+    log.error("unhandled", error_type=type(exc).__name__, route=route, exc_info=exc)
+    return errors.DomainError(_l("Internal error; the change was rolled back"))
+
+
+class LastResort:
+    """Renders what escapes the middleware inside it (the Idempotency-Key claim runs a unit of work
+    before any route) as problem+json, so that no request ends in a bare 500 or a dropped connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_wrapper(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:
+                raise
+            await render_raw(scope, receive, send, refusal(scope, exc))
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Database errors are answered here, like any refusal (503 when busy or unreachable), rather than by
+    # the server-error fallback, which re-raises them after answering.
+    app.add_exception_handler(DBAPIError, _unexpected)
+    app.add_exception_handler(PoolTimeout, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     deliver_webhooks: bool = False
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)
+    # Seconds a unit of work waits for the database (SQLite's write lock, a PostgreSQL connection, a
+    # request's row locks) before it gives up: an HTTP request then answers 503 with Retry-After.
+    db_busy_timeout: float = Field(default=5.0, gt=0, le=600)
+    # Seconds in the Retry-After of a 503 (database busy or unreachable).
+    retry_after: int = Field(default=2, ge=1, le=3600)
+    # When set, GET /metrics needs `Authorization: Bearer <this token>`.
+    metrics_token: str = ""
 
     @field_validator("public_url")
     @classmethod

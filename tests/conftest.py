@@ -54,7 +54,8 @@ def database_template(tmp_path_factory):
 
     if is_postgres():
         admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-        name = f"guanhao_test_{_worker()}_{os.getpid()}"
+        # Process ids repeat across the machines' pid namespaces that share this server: a random part too.
+        name = f"guanhao_test_{_worker()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         try:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -317,9 +317,8 @@ def _drive_everything(api, app) -> None:
 def json_logs(caplog):
     """The service's own log configuration (JSON lines), written to a buffer instead of stderr."""
     caplog.set_level(logging.DEBUG)
-    logs.configure("DEBUG")
     buffer = io.StringIO()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer))
+    logs.configure("DEBUG", stream=buffer)
     # httpx logs the test client's own request URLs: that is the caller, not the service.
     yield (
         lambda: (

@@ -11,6 +11,7 @@ wave never take the same shop. The wave itself moves through models.WAVE_TRANSIT
 
 import datetime as dt
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -21,10 +22,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from guanhao import clock, errors
 from guanhao.audit import service as audit
-from guanhao.db import Session, among, bulk_insert, session_scope
+from guanhao.db import Session, among, bulk_insert, session_scope, unavailable
 from guanhao.events import service as events
 from guanhao.i18n import _l
 from guanhao.policy import Policy
+from guanhao.settings import get_settings
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import facts, lifecycle, quotas, rules
 from guanhao.upgrades import service as upgrades
@@ -151,8 +153,12 @@ def work(
                 tally.add(outcome)
             if progress is not None:
                 progress(wave)  # the chunk's own row, counters as committed (sessions keep values after commit)
-        except (_BudgetExceeded, IntegrityError, OperationalError):
-            # Another worker or a manual application took the budget or a slot first: redo the chunk.
+        except (_BudgetExceeded, IntegrityError, OperationalError) as exc:
+            if unavailable(exc):
+                # The database is restarting or busy: wait and redo the chunk; that is not a conflict.
+                time.sleep(get_settings().retry_after)
+                continue
+            # Another worker or a manual application took the budget or a place first: redo the chunk.
             retries += 1
             if retries > 20:
                 with session_scope() as session:

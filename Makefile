@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 ## make run: migrate an embedded SQLite database, load demo data, serve on http://$(HOST):$(PORT)
 run: $(STAMP)
 	$(BIN)/guanhao db upgrade
-	$(BIN)/guanhao demo-data
+	$(BIN)/guanhao demo-data --host $(HOST) --port $(PORT)
 	$(BIN)/guanhao serve --host $(HOST) --port $(PORT)
 
 ## make lint: ruff (lint and format) and mypy, zero findings

@@ -6,12 +6,15 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, health, logs, metrics, problems
+from guanhao import __version__, docs, health, logs, metrics, problems
+from guanhao.bodies import BodyMiddleware
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.settings import get_settings
 
 API = "/api/v1"
+# The one route whose body is read as a stream (NDJSON), with its own size limit.
+IMPORT_PATH = f"{API}/import"
 log = structlog.get_logger("guanhao.app")
 
 
@@ -40,10 +43,11 @@ def create_app() -> FastAPI:
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
         version=__version__,
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,
         redoc_url=None,
     )
     problems.install(app)
+    docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
 
     from guanhao import jobs
     from guanhao.audit import api as audit_api
@@ -82,7 +86,17 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.openapi = lambda: _openapi(app)
-    app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw)
+    # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
+    # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
+    streamed = {IMPORT_PATH: settings.max_import_bytes}
+    app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw, streamed=frozenset(streamed))
+    app.add_middleware(
+        BodyMiddleware,
+        limit=settings.max_body_bytes,
+        streamed=streamed,
+        json_prefix=f"{API}/",
+        render_error=problems.render_raw,
+    )
     app.add_middleware(problems.LastResort)
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
@@ -117,7 +131,24 @@ def _openapi(app: FastAPI) -> dict:
                     resp["content"] = {"application/problem+json": {"schema": problem_ref}}
                     if status == "422":
                         resp["description"] = "Invalid input (VALIDATION_ERROR, INVALID_ID_NUMBER, INVALID_PHONE, …)"
+                    if status in ("429", "503"):
+                        resp["headers"] = {"Retry-After": _RETRY_AFTER}
             if method in ("post", "put", "patch", "delete"):
+                # Every body is sized (and JSON parsed) before anything else, authentication included.
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Malformed body (MALFORMED_BODY)",
+                        "content": {"application/problem+json": {"schema": problem_ref}},
+                    },
+                )
+                responses.setdefault(
+                    "413",
+                    {
+                        "description": "Body past the size limit (PAYLOAD_TOO_LARGE)",
+                        "content": {"application/problem+json": {"schema": problem_ref}},
+                    },
+                )
                 op.setdefault("parameters", []).append(
                     {
                         "name": "Idempotency-Key",
@@ -127,25 +158,19 @@ def _openapi(app: FastAPI) -> dict:
                         "description": "same key + same request replays the first response",
                     }
                 )
-                if op.get("requestBody"):
-                    responses.setdefault(
-                        "400",
-                        {
-                            "description": "Malformed body (MALFORMED_BODY)",
-                            "content": {"application/problem+json": {"schema": problem_ref}},
-                        },
-                    )
             # Any request needs the database (API.md): busy past its budget or unreachable → 503.
             unavailable = responses.setdefault(
                 "503", {"description": "Database busy or unreachable (SERVICE_UNAVAILABLE)"}
             )
             unavailable["content"] = {"application/problem+json": {"schema": problem_ref}}
-            unavailable["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+            unavailable["headers"] = {"Retry-After": _RETRY_AFTER}
             if not path.startswith(f"{API}/confirmations") and path != f"{API}/health":
                 op["security"] = [{"bearer": []}]
     app.openapi_schema = schema
     return schema
 
+
+_RETRY_AFTER = {"description": "seconds to wait before trying again", "required": True, "schema": {"type": "integer"}}
 
 _DESCRIPTION = """Shop official account upgrade (店铺官方账号升级): eligibility, consent, review, account-type quotas,
 operators, audit and events. Errors are RFC 9457 problem+json with a stable `code`.

@@ -53,6 +53,18 @@ def db_upgrade() -> None:
     console.print(f"schema up to date on {get_engine_url()}")
 
 
+def _links_follow(host: str, port: int) -> None:
+    """Links handed out (confirmation URLs, SMS text, printed examples) point at this host and port, unless
+    GUANHAO_PUBLIC_URL says otherwise. Set in the environment: worker processes inherit it."""
+    import os
+
+    from guanhao.settings import public_url_for
+
+    if not os.environ.get("GUANHAO_PUBLIC_URL"):
+        os.environ["GUANHAO_PUBLIC_URL"] = public_url_for(host, port)
+        get_settings.cache_clear()
+
+
 def get_engine_url() -> str:
     from guanhao.db import get_engine
 
@@ -76,6 +88,7 @@ def serve(
     if deliver_webhooks:
         os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "1"
         get_settings.cache_clear()
+    _links_follow(host, port)
 
     import structlog
 
@@ -87,6 +100,7 @@ def serve(
     structlog.get_logger("guanhao.cli").info(
         "serve.starting",
         url=f"http://{host}:{port}",
+        links=get_settings().public_url,
         database=get_engine_url(),
         sandbox=get_settings().sandbox,
         workers=workers,
@@ -154,7 +168,9 @@ def api_keys_create(
             console.print(f"[red]subject {subject} is not known[/red]")
             raise typer.Exit(2)
         try:
-            key, token = auth.create_key(session, role=role, subject_id=subject, label=label, now=clock.now(session))
+            key, token = auth.create_key(
+                session, role=role, subject_id=subject, label=label, actor="cli", now=clock.now(session)
+            )
         except DomainError as exc:
             console.print(f"[red]{exc.detail}[/red]")
             raise typer.Exit(2) from None
@@ -221,10 +237,14 @@ def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | pu
 @app.command("demo-data")
 def demo_data(
     reset: Annotated[bool, typer.Option(help="load even if demo data is there already")] = False,
+    host: Annotated[str | None, typer.Option(help="the address `serve` will listen on, for the links printed")] = None,
+    port: Annotated[int | None, typer.Option(help="the port `serve` will listen on, for the links printed")] = None,
 ) -> None:
     """Load demo subjects, shops and accounts covering every state, and print credentials and example calls."""
     from guanhao import demo
 
+    if host is not None or port is not None:
+        _links_follow(host or "127.0.0.1", port or 8000)
     _startup_checks()
     _upgrade_schema()
     demo.load(console, reset=reset)
@@ -399,18 +419,16 @@ def events_deliver(
     import signal
     import threading
 
-    import httpx
-
     from guanhao import logs
     from guanhao.policy import get_policy
-    from guanhao.webhooks import worker
+    from guanhao.webhooks import targets, worker
 
     _startup_checks()
     _upgrade_schema()
     logs.configure(get_settings().log_level)
     policy = get_policy()
     if once:
-        with httpx.Client() as client:
+        with targets.client(sandbox=get_settings().sandbox) as client:
             tally = worker.run_once(policy, client)
         console.print(
             f"queued {tally.queued}, delivered {tally.delivered}, retrying {tally.retrying}, dead {tally.dead}"

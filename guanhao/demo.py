@@ -192,9 +192,9 @@ def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, pub
 
 def _print_access(console: Console, session, public_url: str) -> None:
     now = clock.now(session)
-    _, admin_token = auth.create_key(session, role="admin", subject_id=None, label="demo admin", now=now)
+    _, admin_token = auth.create_key(session, role="admin", subject_id=None, label="demo admin", actor="demo", now=now)
     _, merchant_token = auth.create_key(
-        session, role="merchant", subject_id="subj-hz-tea", label="demo merchant", now=now
+        session, role="merchant", subject_id="subj-hz-tea", label="demo merchant", actor="demo", now=now
     )
     pending = session.scalar(
         select(upgrades.Application).where(

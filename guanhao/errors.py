@@ -24,6 +24,9 @@ class DomainError(Exception):
     code: ClassVar[str] = "INTERNAL_ERROR"
     status: ClassVar[int] = 500
     title: ClassVar[Message] = _l("Internal error")
+    # Seconds a client should wait before trying again (API.md: every 429, 503 and 409 IDEMPOTENCY_KEY_IN_FLIGHT
+    # carries Retry-After). Raise sites give the real figure; this is the floor when one cannot be known.
+    default_retry_after: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -35,7 +38,7 @@ class DomainError(Exception):
     ):
         self.detail = detail or self.title
         self.reasons = reasons
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else self.default_retry_after
         self.extra = extra
         super().__init__(self.detail.render("en"))
 
@@ -130,6 +133,7 @@ class UsernameTaken(DomainError):
 
 class IdempotencyKeyInFlight(DomainError):
     code, status, title = "IDEMPOTENCY_KEY_IN_FLIGHT", 409, _l("A request with this Idempotency-Key is in flight")
+    default_retry_after = 1
 
 
 class CodeExpired(DomainError):
@@ -180,14 +184,17 @@ class PayloadTooLarge(DomainError):
 
 class DailyPostLimitReached(DomainError):
     code, status, title = "DAILY_POST_LIMIT_REACHED", 429, _l("Daily post limit reached")
+    default_retry_after = 60
 
 
 class TooManyAttempts(DomainError):
     code, status, title = "TOO_MANY_ATTEMPTS", 429, _l("Too many attempts")
+    default_retry_after = 60
 
 
 class ServiceUnavailable(DomainError):
     code, status, title = "SERVICE_UNAVAILABLE", 503, _l("The service is busy or its database is unreachable")
+    default_retry_after = 1
 
 
 def _all(cls: type[DomainError]) -> list[type[DomainError]]:

@@ -1,6 +1,7 @@
 """Idempotency-Key for every mutating request (IETF draft "The Idempotency-Key HTTP Header Field").
 
-Keys are scoped to the caller (a hash of the Authorization header). Same key + same request →
+Keys are scoped to the caller: a keyed hash of the authenticated principal (of the path, for callers
+without a token). Same key + same request →
 the first response replayed; a second arrival while the first runs → 409 IDEMPOTENCY_KEY_IN_FLIGHT;
 same key + another request → 422 IDEMPOTENCY_KEY_REUSED. The claim is a row inserted under a
 primary key, so two identical requests at once cannot both run. Server errors release the key.
@@ -16,12 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from guanhao import clock, errors
-from guanhao.auth.service import caller_scope
+from guanhao.auth.service import authenticate, caller_scope
+from guanhao.bodies import JSON_VALUE, replaying
 from guanhao.db import Base, Session, UTCDateTime, session_scope
 from guanhao.i18n import _l
 from guanhao.pii import vault
 from guanhao.policy import get_policy
 from guanhao.problems import allowed_methods
+from guanhao.settings import get_settings
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_KEY_LENGTH = 255
@@ -76,18 +79,22 @@ def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None
     return None
 
 
-def _finish(caller: str, key: str, status: int, content_type: str | None, body: bytes) -> None:
+# Answers that changed nothing and invite a retry of the same request: they do not hold the key. A 400 or
+# 413 (the body) or a 401 (no or bad token; else a caller without a valid token could get
+# IDEMPOTENCY_KEY_REUSED instead of 401); a 429 and a 5xx say "try again later", and the retry must run.
+_RELEASED = frozenset({400, 401, 413, 429})
+
+
+def _finish(caller: str, key: str, status: int, content_type: str | None, body: bytes, request_hash: str) -> None:
     with session_scope() as session:
         record = session.get(IdempotencyRecord, (caller, key))
         if record is None:
             return
-        # Server errors may be retried. A 400 (body not JSON, answered before the token is checked) or a
-        # 401 (no or bad token) changed nothing and must not hold the key either: else a caller without a
-        # valid token could get IDEMPOTENCY_KEY_REUSED instead of 401.
-        if status >= 500 or status in (400, 401):
+        if status >= 500 or status in _RELEASED:
             session.delete(record)
         else:
             record.state, record.status_code, record.content_type = "done", status, content_type
+            record.request_hash = request_hash
             record.body_enc = vault().encrypt(body.decode("utf-8", "replace"), context="idempotency")
 
 
@@ -104,9 +111,13 @@ def purge(session: Session, *, now: dt.datetime, retention: dt.timedelta) -> int
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app, *, render_error):
+    """Runs inside BodyMiddleware: a JSON body is already buffered, sized and parsed (its value in the scope);
+    a streamed body (`streamed` paths, the NDJSON import) is hashed as the route reads it, never held."""
+
+    def __init__(self, app, *, render_error, streamed: frozenset[str] = frozenset()):
         self.app = app
         self.render_error = render_error
+        self.streamed = streamed
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in MUTATING:
@@ -127,91 +138,137 @@ class IdempotencyMiddleware:
                     _l("The Idempotency-Key must have 1 to {most} characters", most=MAX_KEY_LENGTH)
                 ),
             )
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        caller = await anyio.to_thread.run_sync(_caller, authorization, scope["path"])
+        digest = hashlib.sha256()
+        digest.update(scope["method"].encode() + b" " + scope["path"].encode() + b"?" + scope.get("query_string", b""))
+        if scope["path"] in self.streamed:
+            return await self._streamed(scope, receive, send, caller, key, digest)
 
-        body = b""
+        chunks = []
         more = True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        caller = caller_scope(headers.get(b"authorization", b"").decode("latin-1") or None, scope["path"])
-        digest = hashlib.sha256()
-        digest.update(scope["method"].encode() + b" " + scope["path"].encode() + b"?" + scope.get("query_string", b""))
-        digest.update(b"\n" + _canonical(body))
+        body = b"".join(chunks)
+        digest.update(b"\n" + _canonical(body, scope.get(JSON_VALUE, _NO_JSON)))
         request_hash = digest.hexdigest()
 
         existing = await anyio.to_thread.run_sync(_claim, caller, key, request_hash)
         if existing is not None:
             if existing.request_hash != request_hash:
-                return await self.render_error(
-                    scope,
-                    receive,
-                    send,
-                    errors.IdempotencyKeyReused(_l("This Idempotency-Key was first used with another request")),
-                )
+                return await self.render_error(scope, receive, send, _reused())
             if existing.state != "done":
-                return await self.render_error(
-                    scope,
-                    receive,
-                    send,
-                    errors.IdempotencyKeyInFlight(
-                        _l("The first request with this key is still running; retry later"), retry_after=1
-                    ),
-                )
-            replay = (vault().decrypt(existing.body_enc, context="idempotency") or "").encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": existing.status_code,
-                    "headers": [
-                        (b"content-type", (existing.content_type or "application/json").encode()),
-                        (b"content-length", str(len(replay)).encode()),
-                        (b"idempotent-replayed", b"true"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": replay})
-            return
+                return await self.render_error(scope, receive, send, _in_flight())
+            return await _replay(send, existing)
+        await self._run(scope, replaying(body, receive), send, caller, key, lambda: request_hash)
 
-        sent = False
+    async def _streamed(self, scope, receive, send, caller: str, key: str, digest) -> None:
+        """The request hash is known only once the body has passed: the key is claimed first, the hash
+        recorded when the route is done; a later request with the key reads its body through a hash."""
+        existing = await anyio.to_thread.run_sync(_claim, caller, key, _STREAMING)
+        if existing is not None:
+            if existing.state != "done":
+                return await self.render_error(scope, receive, send, _in_flight())
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    digest.update(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        break
+            except errors.DomainError as exc:  # past the size limit
+                return await self.render_error(scope, receive, send, exc)
+            if existing.request_hash != digest.hexdigest():
+                return await self.render_error(scope, receive, send, _reused())
+            return await _replay(send, existing)
 
-        async def replay_receive():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def hashing_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                digest.update(message.get("body", b""))
+            return message
 
-        captured = {"status": 500, "content_type": None, "body": b""}
+        await self._run(scope, hashing_receive, send, caller, key, digest.hexdigest)
+
+    async def _run(self, scope, receive, send, caller: str, key: str, request_hash) -> None:
+        status = 500
+        content_type: str | None = None
+        body: list[bytes] = []
         # Held back until the key is recorded as done: a client that has the response and retries
         # must get the replay, not IDEMPOTENCY_KEY_IN_FLIGHT.
         held: list[dict] = []
 
         async def capture_send(message):
+            nonlocal status, content_type
             if message["type"] == "http.response.start":
-                captured["status"] = message["status"]
+                status = message["status"]
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
-                        captured["content_type"] = value.decode("latin-1")
+                        content_type = value.decode("latin-1")
             elif message["type"] == "http.response.body":
-                captured["body"] += message.get("body", b"")
+                body.append(message.get("body", b""))
             held.append(message)
 
         try:
-            await self.app(scope, replay_receive, capture_send)
+            await self.app(scope, receive, capture_send)
         except BaseException:
             await anyio.to_thread.run_sync(_release, caller, key)
             raise
-        await anyio.to_thread.run_sync(
-            _finish, caller, key, captured["status"], captured["content_type"], captured["body"]
-        )
+        await anyio.to_thread.run_sync(_finish, caller, key, status, content_type, b"".join(body), request_hash())
         for message in held:
             await send(message)
 
 
-def _canonical(body: bytes) -> bytes:
-    # Same JSON with other whitespace or key order is the same request.
-    try:
-        return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    except (ValueError, UnicodeDecodeError):
+_STREAMING = "streaming"  # the request hash of a claimed streamed request, until its body has passed
+_NO_JSON = object()
+
+
+def _caller(authorization: str | None, path: str) -> str:
+    """The key's scope: the authenticated principal, however its header was spelled; without valid
+    credentials the path (a holder's capability), and the route answers 401 where it needs a token."""
+    principal = None
+    if authorization:
+        try:
+            with session_scope() as session:
+                principal = authenticate(session, authorization, admin_token=get_settings().admin_token)
+        except errors.Unauthenticated:
+            principal = None
+    return caller_scope(principal, path)
+
+
+def _reused() -> errors.DomainError:
+    return errors.IdempotencyKeyReused(_l("This Idempotency-Key was first used with another request"))
+
+
+def _in_flight() -> errors.DomainError:
+    return errors.IdempotencyKeyInFlight(
+        _l("The first request with this key is still running; retry later"), retry_after=1
+    )
+
+
+async def _replay(send, existing: IdempotencyRecord) -> None:
+    replay = (vault().decrypt(existing.body_enc, context="idempotency") or "").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": existing.status_code,
+            "headers": [
+                (b"content-type", (existing.content_type or "application/json").encode()),
+                (b"content-length", str(len(replay)).encode()),
+                (b"idempotent-replayed", b"true"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": replay})
+
+
+def _canonical(body: bytes, value) -> bytes:
+    # Same JSON with other whitespace or key order is the same request. The value was parsed by BodyMiddleware.
+    if value is _NO_JSON:
         return body
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import re
+import unicodedata
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -12,10 +13,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guanhao import pii
 
@@ -34,7 +36,6 @@ def _a_number(value: Any) -> Any:
 
 
 Score = Annotated[float, BeforeValidator(_a_number), Field(ge=0, le=5, description="店铺体验分, 0–5")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID_PATTERN)]
 # Ids in paths: the same shape as ids in bodies (synced ids are chosen by the platform, ≤ 64 characters).
@@ -53,34 +54,97 @@ def _rfc3339(value: Any) -> Any:
 Rfc3339 = Annotated[dt.datetime, BeforeValidator(_rfc3339)]
 
 
-def _no_control_characters(value: Any) -> Any:
-    """NUL and other C0 control characters (but tab and newline) have no place in any text field,
-    and PostgreSQL cannot even store NUL: refuse them as invalid input, everywhere."""
+# ---------------------------------------------------------------- text that hides nothing
+
+# Line breaks and tabs are the only controls free text may hold; a name holds none.
+_FREE_TEXT_CONTROLS = frozenset("\t\n\r")
+# Cc: C0 and C1 controls (U+0085, U+009B …); Cf: format characters (bidi overrides U+202E, zero-width
+# U+200B..U+200D, U+2060, the BOM U+FEFF …); Cs: lone surrogates, which no encoding can store.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _is_noncharacter(cp: int) -> bool:
+    return 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE
+
+
+def refused_character(text: str) -> str | None:
+    """The first code point no text field may hold — a control (but tab and line breaks), a format
+    character, a surrogate or a noncharacter — as "U+XXXX", or None."""
+    if text.isascii():
+        found = _ASCII_CONTROL.search(text)
+        return f"U+{ord(found.group()):04X}" if found else None
+    for ch in text:
+        if ch in _FREE_TEXT_CONTROLS:
+            continue
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES or _is_noncharacter(ord(ch)):
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def _clean(value: Any, loc: tuple, problems: list) -> Any:
+    """Every string NFC-normalised; every refused code point noted with the field it is in."""
     if isinstance(value, str):
-        if _CONTROL.search(value):
-            raise ValueError("text may not contain control characters")
-    elif isinstance(value, dict):
-        for v in value.values():
-            _no_control_characters(v)
-    elif isinstance(value, list):
-        for v in value:
-            _no_control_characters(v)
+        bad = refused_character(value)
+        if bad is not None:
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "forbidden_character",
+                        "contains {code_point}: no control, format, surrogate or noncharacter code points",
+                        {"code_point": bad},
+                    ),
+                    loc=loc,
+                    input=bad,
+                )
+            )
+            return value
+        return value if value.isascii() else unicodedata.normalize("NFC", value)
+    if isinstance(value, dict):
+        return {k: _clean(v, (*loc, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v, (*loc, i), problems) for i, v in enumerate(value)]
     return value
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+def _one_visible_line(value: str) -> str:
+    # After NFC and stripping: a name shows at least one letter, digit, mark of punctuation or symbol — not only
+    # combining marks or spaces — and stays on one line.
+    if any(ch in _FREE_TEXT_CONTROLS or unicodedata.category(ch) in ("Zl", "Zp") for ch in value):
+        raise PydanticCustomError("one_line", "must be one line")
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in value):
+        raise PydanticCustomError("no_visible_character", "must have at least one visible character")
+    return value
+
+
+# Names a person reads — subjects, shops, nicknames (Text), people (PersonName): stripped, one line, visible.
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_one_visible_line)
+]
+PersonName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_one_visible_line)
+]
+
+
 # Ids in queries: the same shape as ids in paths.
 IdQuery = Annotated[str, Query(min_length=1, max_length=64, pattern=_ID_PATTERN)]
 ID_RE = re.compile(_ID_PATTERN)
 
 
 class RequestBody(BaseModel):
+    """Every request body: unknown fields refused; every string NFC-normalised, and a control, format,
+    surrogate or noncharacter code point refused as an error of the field that holds it."""
+
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
     def _clean_text(cls, data: Any) -> Any:
-        return _no_control_characters(data)
+        problems: list[InitErrorDetails] = []
+        cleaned = _clean(data, (), problems)
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return cleaned
 
 
 def phone_value(value: str) -> str:
@@ -99,7 +163,7 @@ Phone = Annotated[
 class PersonIn(RequestBody):
     """A real-name identity: validated here, sealed by guanhao.pii, never echoed back in clear."""
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    name: PersonName
     id_number: Annotated[
         str, Field(description="18-character mainland ID card number (GB 11643)", examples=["11010519491231002X"])
     ]

@@ -24,12 +24,20 @@ class Settings(BaseSettings):
     pii_key: str = ""
     # 32 random bytes, base64: HMAC key for lookup hashes (blind indexes) and API key hashes.
     hash_key: str = ""
+    # Where links handed out point (confirmation URLs, SMS text, printed examples). `guanhao serve` sets it
+    # from its --host and --port when it is not given; this default is for commands that serve nothing.
     public_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
     # Run the webhook delivery worker inside `serve` (also: `serve --deliver-webhooks`).
     deliver_webhooks: bool = False
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)
+    # Request bodies (API.md: past the limit, 413 PAYLOAD_TOO_LARGE at once). JSON routes are buffered up to
+    # max_body_bytes; the NDJSON import is streamed, up to max_import_bytes, each line at most max_body_bytes.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # The import commits every this many lines, so other writers get their turn between batches.
+    import_batch_lines: int = Field(default=500, ge=1)
     # Seconds a unit of work waits for the database (SQLite's write lock, a PostgreSQL connection, a
     # request's row locks) before it gives up: an HTTP request then answers 503 with Retry-After.
     db_busy_timeout: float = Field(default=5.0, gt=0, le=600)
@@ -92,6 +100,17 @@ def _dev_keys(var_dir: Path) -> tuple[bytes, bytes]:
             file=sys.stderr,
         )
     return _decode_key("pii_key", data["pii_key"]), _decode_key("hash_key", data["hash_key"])
+
+
+def public_url_for(host: str, port: int) -> str:
+    """The base of links for a server listening on host:port; a wildcard address is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @lru_cache

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -150,16 +151,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(database):
-    """A real uvicorn server on a free port, in a thread of this process, against this test's database."""
+@contextmanager
+def serving(app):
+    """A real uvicorn server for `app` on a free port, in a thread of this process; yields its base URL."""
     import uvicorn
-
-    from guanhao.app import create_app
 
     port = _free_port()
     config = uvicorn.Config(
-        create_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False, limit_concurrency=1000
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, limit_concurrency=1000
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -169,9 +168,20 @@ def live_server(database):
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(database):
+    """A real uvicorn server on a free port, in a thread of this process, against this test's database."""
+    from guanhao.app import create_app
+
+    with serving(create_app()) as url:
+        yield url
 
 
 def pytest_collection_modifyitems(config, items):

@@ -227,3 +227,89 @@ def test_serve_really_serves(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------- links follow the port (issue 8 item 14)
+
+
+def test_links_default_to_the_address_serve_listens_on():
+    from guanhao.settings import public_url_for
+
+    assert public_url_for("127.0.0.1", 8177) == "http://127.0.0.1:8177"
+    assert public_url_for("0.0.0.0", 8177) == "http://127.0.0.1:8177"
+    assert public_url_for("::", 8177) == "http://[::1]:8177"
+    assert public_url_for("guanhao.local", 80) == "http://guanhao.local:80"
+
+
+def test_demo_data_prints_links_on_the_port_serve_will_use(database, monkeypatch):
+    monkeypatch.delenv("GUANHAO_PUBLIC_URL")
+    result = run("demo-data", "--host", "127.0.0.1", "--port", "8177")
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:8177/api/v1" in result.output
+    assert ":8000" not in result.output
+
+
+def test_an_explicit_public_url_wins_over_the_port(database, monkeypatch):
+    monkeypatch.setenv("GUANHAO_PUBLIC_URL", "https://guanhao.example.com")
+    result = run("demo-data", "--port", "8177")
+    assert result.exit_code == 0, result.output
+    assert "https://guanhao.example.com/api/v1" in result.output
+    assert ":8177" not in result.output
+
+
+def test_make_run_hands_the_port_to_demo_data_and_serve():
+    out = subprocess.run(
+        ["make", "-n", "run", "PORT=8177"], cwd=GUANHAO.parents[2], capture_output=True, text=True, check=True
+    ).stdout
+    assert "guanhao demo-data --host 127.0.0.1 --port 8177" in out
+    assert "guanhao serve --host 127.0.0.1 --port 8177" in out
+
+
+def test_serve_hands_out_links_on_its_port(tmp_path):
+    from tests.factories import person, phone
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GUANHAO_PUBLIC_URL"} | {
+        "GUANHAO_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        "GUANHAO_VAR_DIR": str(tmp_path / "var"),
+    }
+    proc = subprocess.Popen(
+        [str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    admin = {"Authorization": f"Bearer {os.environ['GUANHAO_ADMIN_TOKEN']}"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                httpx.get(f"{base}/api/v1/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "guanhao serve did not answer within 30 s"
+                time.sleep(0.2)
+        with httpx.Client(base_url=f"{base}/api/v1", headers=admin, timeout=10) as c:
+            assert c.put("/subjects/s-1", json={"name": "杭州科技", "subject_type": "enterprise"}).status_code == 201
+            shop = {"subject_id": "s-1", "name": "店", "shop_type": "flagship", "status": "active"}
+            assert c.put("/shops/p-1", json=shop | {"experience_score": 4.8}).status_code == 201
+            holder = person()
+            account = {"nickname": "号", "followers": 1, "status": "normal", "real_name_verified": True}
+            r = c.put("/accounts/a-1", json=account | {"login_phone": phone(), "holder": holder})
+            assert r.status_code == 201, r.text
+            assert c.put("/shops/p-1/official-account", json={"account_id": "a-1"}).status_code == 200
+            r = c.post("/shops/p-1/upgrade-applications", json={"agree_terms": True})
+            assert r.status_code == 201, r.text
+            url = c.get(f"/admin/upgrade-applications/{r.json()['application_id']}").json()["confirmation_url"]
+            assert url.startswith(f"{base}/confirm/"), url  # the holder's page (issue 10)
+            [sms] = c.get("/sandbox/sms", params={"phone": holder["phone"]}).json()["items"]
+            assert url in sms["text"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

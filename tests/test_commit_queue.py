@@ -13,11 +13,13 @@ from guanhao.events import service as events
 from guanhao.events.models import OutboxEvent
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+# Any listed event type (emit refuses others); nothing else writes events in these tests.
+PROBE_EVENT = "login_phone.changed"
 
 
 def _record(session, target: str) -> None:
     audit.record(session, at=NOW, actor="test", action="probe", target_kind="probe", target_id=target)
-    events.emit(session, "probe", at=NOW, shop_id=None, subject_id=None, data={"target": target})
+    events.emit(session, PROBE_EVENT, at=NOW, shop_id=None, subject_id=None, data={"target": target})
 
 
 def _written(session) -> tuple[list[str], list[str]]:
@@ -26,7 +28,7 @@ def _written(session) -> tuple[list[str], list[str]]:
     )
     outbox = [
         e.data["target"]
-        for e in session.scalars(select(OutboxEvent).where(OutboxEvent.type == "probe").order_by(OutboxEvent.seq))
+        for e in session.scalars(select(OutboxEvent).where(OutboxEvent.type == PROBE_EVENT).order_by(OutboxEvent.seq))
     ]
     return trail, outbox
 

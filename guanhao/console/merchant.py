@@ -21,6 +21,7 @@ from guanhao.auth import users
 from guanhao.console import forms, notices, pages
 from guanhao.console.session import CurrentVisit, Form, Viewer, Visit, form_list
 from guanhao.db import Session
+from guanhao.http import decode_key_cursor, key_page
 from guanhao.i18n import Message, _l
 from guanhao.operators import service as operators
 from guanhao.settings import get_settings
@@ -209,11 +210,11 @@ def _official_context(session: Session, current: Visit, viewer: Viewer, shop: Sh
 
 
 @router.get("/shops")
-def shop_list(current: CurrentVisit, after: str | None = Query(default=None, max_length=64)):
+def shop_list(current: CurrentVisit, cursor: str | None = Query(default=None, max_length=200)):
     viewer = merchant(current)
     with current.unit() as (session, now):
         subject = subjects.get_subject(session, _subject_id(viewer))
-        shops = subjects.shops_of(session, _subject_id(viewer), after_id=after, limit=SHOPS_PAGE)
+        shops = subjects.shops_of(session, _subject_id(viewer), after=decode_key_cursor(cursor), limit=SHOPS_PAGE)
         rows = [(shop, shop_state(session, shop, current, now)) for shop in shops]
         quotas = upgrades.subject_quotas(session, subject, current.policy, now=now)
         unread = _unread(session, viewer)
@@ -225,7 +226,7 @@ def shop_list(current: CurrentVisit, after: str | None = Query(default=None, max
         subject=subject,
         rows=rows,
         quotas=quotas,
-        next_after=shops[-1].id if len(shops) == SHOPS_PAGE else None,
+        next_cursor=key_page(shops, limit=SHOPS_PAGE),
         now=now,
     )
 
@@ -315,7 +316,7 @@ def notifications(current: CurrentVisit):
     viewer = merchant(current)
     with current.unit() as (session, now):
         items = notices.from_events(session, _subject_id(viewer))
-        shops = subjects.shops_of(session, _subject_id(viewer), after_id=None, limit=SHOPS_PAGE)
+        shops = subjects.shops_of(session, _subject_id(viewer), after=None, limit=SHOPS_PAGE)
         views = [upgrades.official_view(session, shop, current.policy, now=now) for shop in shops]
         reminders = notices.closing_windows(views, now=now)
         if items and items[0].seq is not None:

@@ -10,6 +10,7 @@ import uuid
 from sqlalchemy import func, select
 
 from guanhao.db import Session, bulk_insert
+from guanhao.events import types
 from guanhao.events.models import OutboxEvent
 
 _QUEUE = "outbox"
@@ -18,6 +19,7 @@ _QUEUE = "outbox"
 def emit(
     session: Session, type_: str, *, at: dt.datetime, shop_id: str | None, subject_id: str | None, data: dict
 ) -> str:
+    types.check(type_)
     event_id = "evt_" + uuid.uuid4().hex
     session.queue(
         _QUEUE,
@@ -44,6 +46,8 @@ def events_after(
 
 def emit_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `emit` for waves: each row has type, at, shop_id, subject_id, data, and may bring its event_id."""
+    for row in rows:
+        types.check(row["type"])
     session.queue(
         _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows)
     )

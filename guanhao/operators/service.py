@@ -212,6 +212,12 @@ def _sms_text(kind: Kind, *, code: str, minutes: int) -> Message:
     )
 
 
+def _cooldown_left(change: PendingChange, policy: Policy, now: dt.datetime) -> int:
+    """Seconds until a new code may be asked for (the cooldown runs from this change's code): Retry-After."""
+    wait = change.sent_at + dt.timedelta(seconds=policy.sms.resend_cooldown_seconds) - now
+    return max(1, math.ceil(wait.total_seconds()))
+
+
 @dataclass(frozen=True)
 class Verified:
     change: PendingChange
@@ -242,7 +248,7 @@ def verify(
     if state == ChangeState.VERIFIED:
         raise errors.InvalidTransition(_l("This change was verified already"))
     if state == ChangeState.FAILED:
-        raise errors.TooManyAttempts(TOO_MANY_WRONG_CODES)
+        raise errors.TooManyAttempts(TOO_MANY_WRONG_CODES, retry_after=_cooldown_left(change, policy, now))
     if state != ChangeState.PENDING:
         raise errors.CodeExpired(_l("This code is no longer valid; request a new one"))
     if now >= change.expires_at:
@@ -252,7 +258,9 @@ def verify(
         change.attempts += 1
         if change.attempts >= policy.sms.max_attempts:
             _transition(session, change, ChangeState.FAILED, actor=actor, now=now, attempts=change.attempts)
-            return Verified(change, errors.TooManyAttempts(TOO_MANY_WRONG_CODES))
+            return Verified(
+                change, errors.TooManyAttempts(TOO_MANY_WRONG_CODES, retry_after=_cooldown_left(change, policy, now))
+            )
         left = policy.sms.max_attempts - change.attempts
         return Verified(change, errors.CodeInvalid(_l("Wrong code; {left} tries left", left=left)))
     record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())

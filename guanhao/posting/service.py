@@ -1,6 +1,7 @@
 """Daily posting limit (投稿频次, SPEC R-23, R-13): 75 a day before the upgrade, 100 after."""
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,13 @@ def posting_day(policy: Policy, now: dt.datetime) -> dt.date:
     return now.astimezone(ZoneInfo(policy.posting.timezone)).date()
 
 
+def seconds_to_next_day(policy: Policy, now: dt.datetime) -> int:
+    """Until the next posting day begins (Asia/Shanghai midnight): the Retry-After of a refused post."""
+    zone = ZoneInfo(policy.posting.timezone)
+    tomorrow = dt.datetime.combine(posting_day(policy, now) + dt.timedelta(days=1), dt.time(), tzinfo=zone)
+    return max(1, math.ceil((tomorrow - now).total_seconds()))
+
+
 def daily_limit(policy: Policy, *, upgraded: bool) -> int:
     """R-23: the posts an account may make in a day — 75 before the upgrade, 100 after (policy)."""
     return policy.posting.limit_after if upgraded else policy.posting.limit_before
@@ -50,7 +58,9 @@ def record_post(session: Session, account_id: str, policy: Policy, *, upgraded: 
     day = posting_day(policy, now)
     limit = daily_limit(policy, upgraded=upgraded)
     if limit <= 0:
-        raise errors.DailyPostLimitReached(_l("The daily limit is {limit}", limit=limit))
+        raise errors.DailyPostLimitReached(
+            _l("The daily limit is {limit}", limit=limit), retry_after=seconds_to_next_day(policy, now)
+        )
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(PostingCounter).values(account_id=account_id, day=day, used=1)
@@ -62,6 +72,7 @@ def record_post(session: Session, account_id: str, policy: Policy, *, upgraded: 
     used = session.execute(stmt).scalar()
     if used is None:
         raise errors.DailyPostLimitReached(
-            _l("The account has made its {limit} posts for {day}", limit=limit, day=day.isoformat())
+            _l("The account has made its {limit} posts for {day}", limit=limit, day=day.isoformat()),
+            retry_after=seconds_to_next_day(policy, now),
         )
     return Quota(limit=limit, used=used, day=day)

@@ -1,21 +1,26 @@
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from guanhao import pii
-from guanhao.http import Admin
+from guanhao import bodies, errors, pii
+from guanhao.http import Admin, CursorParam, decode_key_cursor, key_page
+from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
+from guanhao.settings import get_settings
 from guanhao.subjects import service
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import (
     AccountIn,
     AccountOut,
+    AccountPage,
     BindingIn,
     BindingOut,
     ImportResult,
     ShopIn,
     ShopOut,
+    ShopPage,
     SubjectIn,
     SubjectOut,
+    SubjectPage,
 )
 
 router = APIRouter(tags=["platform sync"])
@@ -114,17 +119,90 @@ def put_binding(shop_id: IdPath, body: BindingIn, call: Admin):
     },
 )
 async def bulk_import(request: Request, call: Admin):
-    body = await request.body()
+    """Read as a stream: each line is parsed as it arrives, and every `import_batch_lines` lines (or
+    `max_body_bytes` bytes) are committed, so a long import neither holds its body nor keeps other writers
+    waiting. The result counts every line exactly. Past the size limit the import stops with 413; the
+    batches committed before stand."""
+    settings = get_settings()
+    result = service.ImportResult()
+    batch: list[tuple[int, bytes | None]] = []
 
-    def work() -> dict:
+    def commit(lines: list[tuple[int, bytes | None]]) -> None:
         with call.unit() as (session, now):
-            result = service.import_lines(session, body.splitlines(), actor=call.actor, now=now)
-        return {
-            "accepted": result.accepted,
-            "rejected": [
-                {"line": line, "code": exc.code, "detail": exc.detail.render(call.lang)}
-                for line, exc in result.rejected
-            ],
-        }
+            part = service.import_lines(session, lines, actor=call.actor, now=now)
+        result.add(part)
 
-    return await run_in_threadpool(work)
+    held = 0
+    try:
+        async for number, line in bodies.ndjson_lines(request.stream(), max_line=settings.max_body_bytes):
+            batch.append((number, line))
+            held += len(line or b"")
+            # A batch is bounded in lines (the lock it holds) and in bytes (the memory it holds).
+            if len(batch) >= settings.import_batch_lines or held >= settings.max_body_bytes:
+                await run_in_threadpool(commit, batch)
+                batch, held = [], 0
+    except errors.PayloadTooLarge as exc:
+        raise errors.PayloadTooLarge(
+            _l(
+                "The body may have at most {limit} bytes; the {accepted} lines accepted before the limit are kept",
+                limit=exc.extra.get("limit"),
+                accepted=result.accepted,
+            ),
+            limit=exc.extra.get("limit"),
+            accepted=result.accepted,
+        ) from None
+    if batch:
+        await run_in_threadpool(commit, batch)
+    return {
+        "accepted": result.accepted,
+        "rejected": [
+            {"line": line, "code": exc.code, "detail": exc.detail.render(call.lang)} for line, exc in result.rejected
+        ],
+    }
+
+
+# ---------------------------------------------------------------- reading back what was synced (admin)
+
+PAGE_SIZE = 50
+_READ = problem_responses(401, 403, 404, 422)
+
+
+@router.get("/subjects", response_model=SubjectPage, responses=_READ)
+def list_subjects(call: Admin, cursor: CursorParam = None):
+    with call.unit() as (session, _now):
+        rows = service.page_of(session, Subject, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        return {"items": [subject_out(r) for r in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+
+
+@router.get("/subjects/{subject_id}", response_model=SubjectOut, responses=_READ)
+def get_subject(subject_id: IdPath, call: Admin):
+    with call.unit() as (session, _now):
+        return subject_out(service.get_subject(session, subject_id))
+
+
+@router.get("/shops", response_model=ShopPage, responses=_READ)
+def list_shops(call: Admin, cursor: CursorParam = None):
+    with call.unit() as (session, _now):
+        rows = service.page_of(session, Shop, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        return {"items": [shop_out(r) for r in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+
+
+@router.get("/shops/{shop_id}", response_model=ShopOut, responses=_READ)
+def get_shop(shop_id: IdPath, call: Admin):
+    with call.unit() as (session, _now):
+        return shop_out(service.get_shop(session, shop_id))
+
+
+@router.get("/accounts", response_model=AccountPage, responses=_READ)
+def list_accounts(call: Admin, cursor: CursorParam = None):
+    """Personal data masked (SPEC R-50)."""
+    with call.unit() as (session, _now):
+        rows = service.page_of(session, Account, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        return {"items": [account_out(r) for r in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut, responses=_READ)
+def get_account(account_id: IdPath, call: Admin):
+    """Personal data masked (SPEC R-50)."""
+    with call.unit() as (session, _now):
+        return account_out(service.get_account(session, account_id))

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from sqlalchemy import Boolean, CheckConstraint, Date, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, Date, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from guanhao.db import Base, UTCDateTime
@@ -25,7 +25,11 @@ class Subject(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (CheckConstraint(f"subject_type IN {SUBJECT_TYPES}", name="subject_type"),)
+    __table_args__ = (
+        CheckConstraint(f"subject_type IN {SUBJECT_TYPES}", name="subject_type"),
+        # Lists page in creation order: time, then id.
+        Index("ix_subjects_creation_order", "created_at", "id"),
+    )
 
 
 class Shop(Base):
@@ -46,6 +50,7 @@ class Shop(Base):
         CheckConstraint(f"shop_type IN {SHOP_TYPES}", name="shop_type"),
         CheckConstraint(f"status IN {SHOP_STATUSES}", name="status"),
         CheckConstraint("experience_score >= 0 AND experience_score <= 5", name="experience_score"),
+        Index("ix_shops_creation_order", "created_at", "id"),
     )
 
 
@@ -72,4 +77,5 @@ class Account(Base):
     __table_args__ = (
         CheckConstraint(f"status IN {ACCOUNT_STATUSES}", name="status"),
         CheckConstraint("followers >= 0 AND following >= 0 AND posts >= 0 AND violations_90d >= 0", name="counts"),
+        Index("ix_accounts_creation_order", "created_at", "id"),
     )

@@ -5,6 +5,8 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from guanhao.schemas import Bool, NonNegInt, ObjectId, PersonIn, PersonOut, Phone, RequestBody, Score, Text
 
+# A date a licence can plausibly carry: anything outside is a typo or a sentinel, not a validity.
+LicenceDate = Annotated[dt.date, Field(ge=dt.date(1900, 1, 1), le=dt.date(2200, 12, 31))]
 SubjectType = Literal["enterprise", "individual_business", "personal"]
 ShopType = Literal["official_flagship", "flagship", "specialty", "franchise", "enterprise", "individual", "personal"]
 ShopStatus = Literal["active", "suspended", "closed"]
@@ -15,7 +17,7 @@ class SubjectIn(RequestBody):
     name: Text
     subject_type: SubjectType
     cross_border: Bool = False
-    license_valid_until: dt.date | None = Field(default=None, description="null: the licence does not expire")
+    license_valid_until: LicenceDate | None = Field(default=None, description="null: the licence does not expire")
     license_number: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
 
 
@@ -95,3 +97,18 @@ class ImportRejection(BaseModel):
 class ImportResult(BaseModel):
     accepted: int
     rejected: list[ImportRejection]
+
+
+class SubjectPage(BaseModel):
+    items: list[SubjectOut]
+    next_cursor: str | None
+
+
+class ShopPage(BaseModel):
+    items: list[ShopOut]
+    next_cursor: str | None
+
+
+class AccountPage(BaseModel):
+    items: list[AccountOut]
+    next_cursor: str | None

@@ -1,14 +1,14 @@
 """Platform sync: subjects, shops, accounts and the shop → official-account binding."""
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
-from guanhao import errors, pii
+from guanhao import bodies, errors, pii
 from guanhao.audit import service as audit
 from guanhao.db import Session, refusing
 from guanhao.i18n import Message, _l
@@ -54,6 +54,30 @@ def get_account(session: Session, account_id: str) -> Account:
     if account is None:
         raise errors.NotFound(_l("Account {account_id} not found", account_id=account_id))
     return account
+
+
+Listed = TypeVar("Listed", Subject, Shop, Account)
+
+
+def page_of(
+    session: Session, model: type[Listed], *, after: tuple[dt.datetime, str] | None, limit: int
+) -> list[Listed]:
+    """Synced objects in creation order (time, then id: a total order to page by), after a cursor's (created_at, id)."""
+    return list(session.scalars(_creation_order(select(model), model, after=after, limit=limit)))
+
+
+def shops_of(session: Session, subject_id: str, *, after: tuple[dt.datetime, str] | None, limit: int) -> list[Shop]:
+    """A subject's shops in creation order, after a cursor's (created_at, id)."""
+    stmt = select(Shop).where(Shop.subject_id == subject_id)
+    return list(session.scalars(_creation_order(stmt, Shop, after=after, limit=limit)))
+
+
+def _creation_order(stmt, model, *, after: tuple[dt.datetime, str] | None, limit: int):
+    stmt = stmt.order_by(model.created_at, model.id).limit(limit)
+    if after is not None:
+        at, object_id = after
+        stmt = stmt.where(or_(model.created_at > at, and_(model.created_at == at, model.id > object_id)))
+    return stmt
 
 
 def known_subject(session: Session, subject_id: str) -> Subject:
@@ -217,12 +241,20 @@ class ImportResult:
     accepted: int = 0
     rejected: list[tuple[int, errors.DomainError]] = field(default_factory=list)
 
+    def add(self, other: "ImportResult") -> None:
+        self.accepted += other.accepted
+        self.rejected.extend(other.rejected)
 
-def import_lines(session: Session, lines: Iterable[bytes], *, actor: str, now: dt.datetime) -> ImportResult:
-    """NDJSON bulk sync: each line stands alone; a bad line is reported by number and never stops the others."""
+
+def import_lines(
+    session: Session, lines: Iterable[tuple[int, bytes | None]], *, actor: str, now: dt.datetime
+) -> ImportResult:
+    """NDJSON bulk sync of (line number, line) pairs — a line is None when it was too long to hold. Each
+    line stands alone: a bad line is reported by its number and never stops the others. The caller commits
+    a batch of lines at a time, so a long import lets other writers in between batches."""
     result = ImportResult()
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+    for number, raw in lines:
+        if raw is not None and not raw.strip():
             continue
         try:
             with session.begin_nested():
@@ -236,11 +268,13 @@ def import_lines(session: Session, lines: Iterable[bytes], *, actor: str, now: d
 NOT_AN_OBJECT = _l("The line is not a JSON object")
 
 
-def _import_one(session: Session, raw: bytes, *, actor: str, now: dt.datetime) -> None:
+def _import_one(session: Session, raw: bytes | None, *, actor: str, now: dt.datetime) -> None:
+    if raw is None:
+        raise errors.PayloadTooLarge(_l("The line is longer than a request body may be"))
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.MalformedBody(NOT_AN_OBJECT) from None
+        obj = bodies.loads(raw)
+    except bodies.Unacceptable as exc:
+        raise errors.MalformedBody(exc.reason) from None
     if not isinstance(obj, dict):
         raise errors.MalformedBody(NOT_AN_OBJECT)
     kind = obj.pop("kind", None)
@@ -261,11 +295,3 @@ def _line_id(obj: dict, field: str) -> str:
     if not isinstance(value, str) or len(value) > 64 or not ID_RE.fullmatch(value):
         raise errors.ValidationFailed(_l("{field}: required, an id of 1 to 64 letters, digits or _.:-", field=field))
     return value
-
-
-def shops_of(session: Session, subject_id: str, *, after_id: str | None, limit: int) -> list[Shop]:
-    """A subject's shops by id (the merchant console's shop list)."""
-    stmt = select(Shop).where(Shop.subject_id == subject_id).order_by(Shop.id).limit(limit)
-    if after_id is not None:
-        stmt = stmt.where(Shop.id > after_id)
-    return list(session.scalars(stmt))

@@ -1,15 +1,16 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel
 
 from guanhao import errors
-from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, page
+from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, decode_key_cursor, key_page, page
 from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Subject
-from guanhao.upgrades import lifecycle, ownership, rules, service
+from guanhao.upgrades import lifecycle, lists, ownership, rules, service
 from guanhao.upgrades.schemas import (
     AccountTypeName,
     AdminApplicationOut,
@@ -52,6 +53,15 @@ def _visible_application(session, call, application_id: str, *, lock: bool = Fal
     return app
 
 
+def _visible_subject(session, call, subject_id: str) -> Subject:
+    not_found = _l("Subject {subject_id} not found", subject_id=subject_id)
+    call.require_subject(subject_id, not_found=not_found)
+    subject = session.get(Subject, subject_id)
+    if subject is None:
+        raise errors.NotFound(not_found)
+    return subject
+
+
 @router.get("/shops/{shop_id}/official-account", response_model=OfficialAccountOut, responses=_READ)
 def get_official_account(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
@@ -77,11 +87,52 @@ def get_eligibility(
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
 def get_quotas(subject_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
-        call.require_subject(subject_id, not_found=_l("Subject {subject_id} not found", subject_id=subject_id))
-        subject = session.get(Subject, subject_id)
-        if subject is None:
-            raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
-        return service.subject_quotas(session, subject, call.policy, now=now)
+        return service.subject_quotas(session, _visible_subject(session, call, subject_id), call.policy, now=now)
+
+
+class SubjectShopOut(BaseModel):
+    shop_id: str
+    name: str
+    shop_type: str
+    status: str
+    official_account: OfficialAccountOut
+
+
+class SubjectShopPage(BaseModel):
+    items: list[SubjectShopOut]
+    next_cursor: str | None
+
+
+@router.get("/subjects/{subject_id}/shops", response_model=SubjectShopPage, responses=_READ)
+def list_subject_shops(subject_id: IdPath, call: Authenticated, cursor: CursorParam = None):
+    """The subject's shops with their official account's upgrade state, in creation order. Each state is
+    `official_view`'s, one shop at a time: a page is at most PAGE_SIZE shops."""
+    with call.unit() as (session, now):
+        _visible_subject(session, call, subject_id)
+        shops = subjects.shops_of(session, subject_id, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        items = [
+            {
+                "shop_id": shop.id,
+                "name": shop.name,
+                "shop_type": shop.shop_type,
+                "status": shop.status,
+                "official_account": official_account_out(service.official_view(session, shop, call.policy, now=now)),
+            }
+            for shop in shops
+        ]
+        return {"items": items, "next_cursor": key_page(shops, limit=PAGE_SIZE)}
+
+
+@router.get("/subjects/{subject_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
+def list_subject_applications(subject_id: IdPath, call: Authenticated, cursor: CursorParam = None):
+    """Every application the subject submitted (or had made for it), newest first (SPEC R-62)."""
+    with call.unit() as (session, now):
+        _visible_subject(session, call, subject_id)
+        apps = lists.applications_for_subject(session, subject_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        return {
+            "items": [application_out(a, call.lang, now=now) for a in apps],
+            "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
+        }
 
 
 @router.post("/shops/{shop_id}/upgrade-applications", status_code=201, response_model=ApplicationOut, responses=_WRITE)

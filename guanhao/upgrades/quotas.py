@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guanhao.db import Session, among, bulk_insert, is_postgres
@@ -44,6 +44,11 @@ def lock(session: Session, pools: Iterable[str]) -> dict[str, int]:
     return dict(session.execute(stmt).all())
 
 
+def counts(session: Session, pools: Iterable[str]) -> dict[str, int]:
+    """What each of `pools` holds now (pools nobody ever took a place in are absent: 0)."""
+    return dict(session.execute(select(Pool.key, Pool.held).where(among(session, Pool.key, list(pools)))).all())
+
+
 def reserve(
     session: Session, pool: str, capacity: int, *, application_id: str, account_id: str, now: dt.datetime
 ) -> bool:
@@ -68,11 +73,20 @@ def reserve_many(session: Session, places: list[dict], *, now: dt.datetime) -> N
     if not places:
         return
     bulk_insert(session, Slot, [{**p, "created_at": now} for p in places])
-    gained = Counter(p["pool"] for p in places)
+    gained = sorted(Counter(p["pool"] for p in places).items())
+    if is_postgres(session):  # one statement for the whole chunk
+        session.execute(
+            text(
+                "UPDATE pools SET held = pools.held + g.n"
+                " FROM unnest(CAST(:keys AS varchar[]), CAST(:ns AS integer[])) AS g(k, n) WHERE pools.key = g.k"
+            ),
+            {"keys": [k for k, _ in gained], "ns": [n for _, n in gained]},
+        )
+        return
     pools = cast(Table, Pool.__table__)
     session.execute(
         update(pools).where(pools.c.key == bindparam("k")).values(held=pools.c.held + bindparam("n")),
-        [{"k": k, "n": n} for k, n in sorted(gained.items())],
+        [{"k": k, "n": n} for k, n in gained],
     )
 
 

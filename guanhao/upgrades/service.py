@@ -484,11 +484,13 @@ def expire_confirmations(session: Session, *, now: dt.datetime, limit: int = 100
 
 def expire_lapsed(
     session: Session, *, now: dt.datetime, shop_ids: Iterable[str] = (), pools: Iterable[str] = ()
-) -> None:
+) -> int:
     """R-15: a write that meets lapsed applications — of the shops it touches, or holding the places it is
     about to count — records their expiry first, in its own transaction."""
-    for app in facts.lapsed_among(session, shop_ids=shop_ids, pools=pools, now=now):
+    lapsed = facts.lapsed_among(session, shop_ids=shop_ids, pools=pools, now=now)
+    for app in lapsed:
         lifecycle.expire(session, app, actor=SWEEP_ACTOR, now=now)
+    return len(lapsed)
 
 
 # ---------------------------------------------------------------- cancel (R-12, R-13)

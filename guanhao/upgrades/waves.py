@@ -37,7 +37,6 @@ from guanhao.upgrades.models import (
     Application,
     OfficialAccount,
     Origin,
-    Pool,
     State,
     Wave,
     WaveSkip,
@@ -330,10 +329,11 @@ def _plan(
         # The chunk's pools, locked in key order: a subject's shops may fall in two workers' chunks, and a
         # merchant may apply meanwhile; whoever comes second counts what the first took (R-33, R-41). What
         # lapsed among the chunk's shops and the pools' holders is recorded expired first (R-15).
-        quotas.lock(session, pools)
-        upgrades.expire_lapsed(session, shop_ids=shop_ids, pools=pools, now=now)
-    held = Counter(dict(session.execute(select(Pool.key, Pool.held).where(among(session, Pool.key, pools))).all()))
-    if not lock:  # a dry run writes nothing: it counts lapsed applications out instead
+        held = Counter(quotas.lock(session, pools))
+        if upgrades.expire_lapsed(session, shop_ids=shop_ids, pools=pools, now=now):
+            held = Counter(quotas.counts(session, pools))
+    else:  # a dry run writes nothing: it counts lapsed applications out instead
+        held = Counter(quotas.counts(session, pools))
         held.subtract(facts.lapsed_holds(session, pools, now=now))
     held.update(planned)
     subjects = {

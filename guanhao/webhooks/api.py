@@ -2,22 +2,38 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from guanhao import clock
-from guanhao.http import Admin
+from guanhao import clock, errors
+from guanhao.events import types as event_types
+from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_page, page
+from guanhao.i18n import _l
 from guanhao.schemas import INT32_MAX, IdPath, RequestBody, problem_responses
-from guanhao.webhooks import service
+from guanhao.settings import get_settings
+from guanhao.webhooks import service, targets
 from guanhao.webhooks.models import WebhookDelivery
 
 router = APIRouter(prefix="/admin", tags=["webhooks"])
+PAGE_SIZE = 50
+
+
+def _known_type(value: str) -> str:
+    if value not in event_types.KNOWN:
+        raise PydanticCustomError("unknown_event_type", "not an event type this service emits")
+    return value
+
+
+EventType = Annotated[
+    str, AfterValidator(_known_type), WithJsonSchema({"type": "string", "enum": list(event_types.TYPES)})
+]
 
 
 class EndpointIn(RequestBody):
-    url: AnyHttpUrl
-    event_types: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(
-        default=None, description="omit for every event type"
+    url: AnyHttpUrl = Field(
+        description="https:// to a host with public addresses only (sandbox mode: http:// and loopback too)"
     )
+    event_types: list[EventType] | None = Field(default=None, description="omit for every event type")
 
 
 class EndpointOut(BaseModel):
@@ -33,7 +49,7 @@ class EndpointCreated(EndpointOut):
 
 class EndpointList(BaseModel):
     items: list[EndpointOut]
-    next_cursor: str | None = None
+    next_cursor: str | None
 
 
 class DeliveryOut(BaseModel):
@@ -51,7 +67,7 @@ class DeliveryOut(BaseModel):
 
 class DeliveryList(BaseModel):
     items: list[DeliveryOut]
-    next_cursor: str | None = None
+    next_cursor: str | None
 
 
 def _endpoint_out(e) -> dict:
@@ -80,15 +96,23 @@ def _delivery_out(d: WebhookDelivery) -> dict:
     responses=problem_responses(400, 401, 403, 422),
 )
 def create_endpoint(body: EndpointIn, call: Admin):
+    try:
+        target = targets.check(str(body.url), sandbox=get_settings().sandbox)
+    except targets.Refused as exc:
+        raise errors.ValidationFailed(
+            _l("The webhook URL is not allowed: {reason}", reason=exc.reason),
+            errors=[{"field": "url", "type": "url_not_allowed", "message": exc.reason.render("en")}],
+        ) from None
     with call.unit() as (session, now):
-        endpoint, secret = service.create_endpoint(session, url=str(body.url), event_types=body.event_types, now=now)
+        endpoint, secret = service.create_endpoint(session, target=target, event_types=body.event_types, now=now)
         return {**_endpoint_out(endpoint), "secret": secret}
 
 
-@router.get("/webhook-endpoints", response_model=EndpointList, responses=problem_responses(401, 403))
-def list_endpoints(call: Admin):
+@router.get("/webhook-endpoints", response_model=EndpointList, responses=problem_responses(401, 403, 422))
+def list_endpoints(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        return {"items": [_endpoint_out(e) for e in service.endpoints(session)], "next_cursor": None}
+        rows = service.endpoints(session, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        return {"items": [_endpoint_out(e) for e in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
 
 
 @router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, responses=problem_responses(401, 403, 404))
@@ -102,14 +126,15 @@ def list_deliveries(
     call: Admin,
     status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: CursorParam = None,
 ):
-    from sqlalchemy import select
-
+    """Newest first; `next_cursor` pages back to older ones."""
     with call.unit() as (session, _now):
-        stmt = select(WebhookDelivery).order_by(WebhookDelivery.seq.desc()).limit(limit)
-        if status:
-            stmt = stmt.where(WebhookDelivery.status == status)
-        return {"items": [_delivery_out(d) for d in session.scalars(stmt)], "next_cursor": None}
+        rows = service.deliveries(session, status=status, before_seq=decode_cursor(cursor), limit=limit)
+        return {
+            "items": [_delivery_out(d) for d in rows],
+            "next_cursor": page(rows, limit=limit, seq_of=lambda d: d.seq),
+        }
 
 
 @router.post(

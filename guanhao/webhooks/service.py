@@ -18,14 +18,16 @@ from dataclasses import dataclass
 
 import httpx
 import structlog
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from guanhao import errors, pii
 from guanhao.db import Session
 from guanhao.events.models import OutboxEvent
+from guanhao.events.types import KNOWN as event_types_known
 from guanhao.i18n import _l
 from guanhao.policy import Policy
+from guanhao.webhooks import targets
 from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = structlog.get_logger("guanhao.webhooks")
@@ -64,13 +66,21 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, to
 
 
 def create_endpoint(
-    session: Session, *, url: str, event_types: list[str] | None, now: dt.datetime
+    session: Session, *, target: targets.Target, event_types: list[str] | None, now: dt.datetime
 ) -> tuple[WebhookEndpoint, str]:
+    """A new endpoint for a URL that passed `targets.check` (done before the transaction: DNS can be slow),
+    subscribed to known event types only."""
+    unknown = sorted(set(event_types or ()) - event_types_known)
+    if unknown:
+        raise errors.ValidationFailed(
+            _l("Unknown event types: {types}", types=", ".join(unknown)),
+            errors=[{"field": "event_types", "type": "unknown_event_type", "message": "unknown event type"}],
+        )
     secret = new_secret()
     latest = session.scalar(select(func.max(OutboxEvent.seq))) or 0
     endpoint = WebhookEndpoint(
         id="whe_" + uuid.uuid4().hex[:16],
-        url=url,
+        url=target.url,
         event_types=event_types,
         secret_enc=pii.vault().encrypt(secret, context="webhook_secret"),
         active=True,
@@ -82,12 +92,33 @@ def create_endpoint(
     return endpoint, secret
 
 
-def endpoints(session: Session) -> list[WebhookEndpoint]:
-    return list(
-        session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)).order_by(WebhookEndpoint.created_at)
-        )
+def endpoints(session: Session, *, after: tuple[dt.datetime, str] | None, limit: int) -> list[WebhookEndpoint]:
+    """Active endpoints in creation order (time, then id), after a cursor's (created_at, id)."""
+    stmt = (
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.active.is_(True))
+        .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        .limit(limit)
     )
+    if after is not None:
+        at, endpoint_id = after
+        stmt = stmt.where(
+            or_(
+                WebhookEndpoint.created_at > at,
+                and_(WebhookEndpoint.created_at == at, WebhookEndpoint.id > endpoint_id),
+            )
+        )
+    return list(session.scalars(stmt))
+
+
+def deliveries(session: Session, *, status: str | None, before_seq: int | None, limit: int) -> list[WebhookDelivery]:
+    """Deliveries newest first, before a cursor's sequence number."""
+    stmt = select(WebhookDelivery).order_by(WebhookDelivery.seq.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    if before_seq is not None:
+        stmt = stmt.where(WebhookDelivery.seq < before_seq)
+    return list(session.scalars(stmt))
 
 
 def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:
@@ -227,12 +258,15 @@ def message(
 
 
 def send(msg: Message, client: httpx.Client, *, timeout: float) -> Attempt:
-    """The HTTP call, outside any transaction: a slow receiver must not hold a database lock."""
+    """The HTTP call, outside any transaction: a slow receiver must not hold a database lock. The client
+    (targets.client) refuses, after DNS, a URL or an address webhooks may not reach: a failed attempt."""
     try:
         response = client.post(msg.url, content=msg.body, headers=msg.headers, timeout=timeout)
         return Attempt(
             msg.delivery_seq, response.status_code, None if response.is_success else f"HTTP {response.status_code}"
         )
+    except targets.Refused as exc:
+        return Attempt(msg.delivery_seq, None, f"refused: {exc.reason.render('en')}"[:500])
     except httpx.HTTPError as exc:
         return Attempt(msg.delivery_seq, None, f"{type(exc).__name__}")
 

@@ -10,7 +10,8 @@ import structlog
 from guanhao import clock
 from guanhao.db import session_scope
 from guanhao.policy import Policy
-from guanhao.webhooks import service
+from guanhao.settings import get_settings
+from guanhao.webhooks import service, targets
 
 log = structlog.get_logger("guanhao.webhooks")
 
@@ -62,7 +63,7 @@ def run_once(policy: Policy, client: httpx.Client) -> Tally:
 
 def run(policy: Policy, stop: threading.Event, *, interval: float = 1.0) -> Tally:
     total = Tally()
-    with httpx.Client(follow_redirects=False) as client:
+    with targets.client(sandbox=get_settings().sandbox) as client:
         while not stop.is_set():
             try:
                 tally = run_once(policy, client)

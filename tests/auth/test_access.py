@@ -29,6 +29,19 @@ BODIES = {
 # Objects a merchant route may name in its path; each is the victim subject's own.
 PATH_PARAMS = {"shop_id", "subject_id", "application_id", "account_id", "change_id", "rebind_id"}
 
+# Admin-only paths outside /admin (API.md: platform sync, its read-back, posting): (method, path template).
+PLATFORM_PATHS = {
+    ("POST", f"{API}/import"),
+    ("GET", f"{API}/subjects"),
+    ("GET", f"{API}/subjects/{{subject_id}}"),
+    ("GET", f"{API}/shops"),
+    ("GET", f"{API}/shops/{{shop_id}}"),
+    ("GET", f"{API}/accounts"),
+    ("GET", f"{API}/accounts/{{account_id}}"),
+    ("GET", f"{API}/accounts/{{account_id}}/posting-quota"),
+    ("POST", f"{API}/accounts/{{account_id}}/posts"),
+}
+
 
 def _depends_on(dependant, target) -> bool:
     return any(d.call is target or _depends_on(d, target) for d in dependant.dependencies)
@@ -96,9 +109,13 @@ def test_routes_are_classified_as_the_api_says(app):
     for method, path, _ in admin:
         if path.startswith((f"{API}/admin", f"{API}/sandbox")):
             continue
-        assert method == "PUT" or path in (f"{API}/import",) or "/posting-quota" in path or path.endswith("/posts"), (
+        assert method == "PUT" or (method, path) in PLATFORM_PATHS, (
             f"{method} {path} is admin-only but API.md lists it for merchants"
         )
+    merchant_paths = {(m, p) for m, p, _ in merchant}
+    # The merchant's own read-back (issue 8): its shops with their upgrade state, its applications.
+    assert ("GET", f"{API}/subjects/{{subject_id}}/shops") in merchant_paths
+    assert ("GET", f"{API}/subjects/{{subject_id}}/upgrade-applications") in merchant_paths
 
 
 @pytest.fixture
@@ -187,11 +204,14 @@ def test_r62_no_token_is_401_on_every_authenticated_route(client, app):
             {"Authorization": "Bearer"},
             {"Authorization": "Basic dXNlcjpwYXNz"},
             {"Authorization": "Bearer gh_mch_" + secrets.token_urlsafe(32)},
+            {"Authorization": "bearer gh_mch_" + secrets.token_urlsafe(32), "Idempotency-Key": "k-401"},
         ):
             r = client.request(method, url, headers=headers)
             assert r.status_code == 401, f"{method} {url} {headers}: {r.status_code} {r.text}"
             assert r.json()["code"] == "UNAUTHENTICATED"
             assert r.headers["content-type"].startswith("application/problem+json")
+            # RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+            assert r.headers.get("www-authenticate") == "Bearer", f"{method} {url} {headers}: {dict(r.headers)}"
 
 
 def test_r62_a_merchant_key_on_every_staff_path_is_403(api, app):

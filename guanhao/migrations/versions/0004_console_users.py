@@ -1,7 +1,7 @@
 """console users, sessions, login throttle; outbox events by subject (站内信)
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-30 11:00:48.108089
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import guanhao.db
 
 revision = "0004"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

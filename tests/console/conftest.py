@@ -1,5 +1,9 @@
 """Browser journeys against a live server: Playwright for Python driving Debian's Chromium (never a downloaded
-browser), one browser per test session (per xdist worker), a fresh context per test.
+browser), one browser for the console tests, a fresh context per test.
+
+The console tests are one xdist group (`make test` runs `--dist loadgroup`), so one worker runs them one after
+the other with one browser; the browser is package-scoped because Playwright's sync API keeps an event loop
+running in the main thread while it lives, which would break later tests there that call asyncio.run().
 
 Screenshots of every main page, at desktop and phone width, are written to $GUANHAO_SCREENSHOTS, by default
 var/screenshots/ in the repository; axe-core checks every main page for serious or critical violations.
@@ -31,7 +35,13 @@ SCREENSHOTS = Path(os.environ.get("GUANHAO_SCREENSHOTS", ROOT / "var" / "screens
 PASSWORD = "merchant-pass-1"
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
+@pytest.fixture(scope="package")
 def browser():
     executable = shutil.which("chromium")
     if executable is None:

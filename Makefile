@@ -45,10 +45,10 @@ test: $(STAMP)
 	 else echo "GUANHAO_TEST_POSTGRES_URL not set: PostgreSQL leg skipped"; fi
 
 test-sqlite: $(STAMP)
-	env -u GUANHAO_TEST_POSTGRES_URL -u GUANHAO_DATABASE_URL $(BIN)/pytest -n $(JOBS) -q -p no:cacheprovider
+	env -u GUANHAO_TEST_POSTGRES_URL -u GUANHAO_DATABASE_URL $(BIN)/pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
 
 test-postgres: $(STAMP)
-	env -u GUANHAO_DATABASE_URL $(BIN)/pytest -n $(JOBS) -q -p no:cacheprovider
+	env -u GUANHAO_DATABASE_URL $(BIN)/pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

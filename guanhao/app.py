@@ -80,6 +80,9 @@ def create_app() -> FastAPI:
 
         app.include_router(sandbox_api.router, prefix=API)
 
+    from guanhao import console
+
+    console.install(app, api_prefix=API)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.openapi = lambda: _openapi(app)

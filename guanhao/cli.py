@@ -1,4 +1,4 @@
-"""The `guanhao` command: serve, db upgrade, demo-data, api-keys create, jobs run, waves, events deliver, audit verify."""
+"""The `guanhao` command: serve, db upgrade, demo-data, api-keys create, users create, jobs run, waves, events deliver, audit verify."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +15,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="api-keys")
+users_app = typer.Typer(help="Console users (商家后台, 平台运营后台).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 waves_app = typer.Typer(help="Auto-upgrade waves (系统自动升级).", no_args_is_help=True)
 events_app = typer.Typer(help="Outbox events and webhook delivery.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
@@ -174,6 +176,45 @@ def api_keys_create(
             raise typer.Exit(2) from None
     console.print(f"created {key.role} key {key.id}" + (f" for subject {key.subject_id}" if key.subject_id else ""))
     print(token)
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="login name")],
+    role: Annotated[str, typer.Option(help="merchant or staff")] = "merchant",
+    subject: Annotated[str | None, typer.Option("--subject", help="subject_id a merchant user belongs to")] = None,
+    password: Annotated[
+        str | None, typer.Option(help="the password; asked for (hidden) when not given", envvar="GUANHAO_USER_PASSWORD")
+    ] = None,
+) -> None:
+    """Create a console user; the password is stored only as an argon2 hash."""
+    from guanhao import clock
+    from guanhao.auth import users
+    from guanhao.db import session_scope
+    from guanhao.errors import DomainError
+
+    _startup_checks()
+    _upgrade_schema()
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope() as session:
+            user = users.create_user(
+                session,
+                username=username,
+                password=password,
+                role=role,
+                subject_id=subject,
+                actor="cli",
+                now=clock.now(session),
+            )
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(2) from None
+    console.print(
+        f"created {user.role} user {user.username}" + (f" of subject {user.subject_id}" if user.subject_id else "")
+    )
+    print(user.id)
 
 
 @jobs_app.command("run")

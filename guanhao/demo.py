@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from guanhao import clock
 from guanhao.auth import service as auth
+from guanhao.auth import users
 from guanhao.db import session_scope
 from guanhao.pii import id_check_char
 from guanhao.policy import get_policy
@@ -54,6 +55,14 @@ SUBJECTS = {
     "subj-li": ("李小龙", "personal", False),
     "subj-sz-home": ("深圳深家居用品有限公司", "enterprise", False),
 }
+
+# Console logins (商家后台 at /), one per subject with shops in several states, and one platform staff member.
+USERS = [
+    ("yunqi", "yunqi-demo-1", "merchant", "subj-hz-tea"),
+    ("laojie", "laojie-demo-1", "merchant", "subj-laojie"),
+    ("shenjia", "shenjia-demo-1", "merchant", "subj-sz-home"),
+    ("ops", "ops-demo-1", "staff", None),
+]
 
 HOLDERS = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄强", "周杰", "吴婷", "郑浩"]
 
@@ -113,6 +122,17 @@ def load(console: Console, *, reset: bool = False) -> None:
                 ]
             )
     _auto_upgrades(policy, rows)
+    with session_scope() as session:
+        for username, password, role, subject_id in USERS:
+            users.create_user(
+                session,
+                username=username,
+                password=password,
+                role=role,
+                subject_id=subject_id,
+                actor=ACTOR,
+                now=clock.now(session),
+            )
     table = Table(title="demo shops (演示店铺)")
     for col in ("shop", "name", "subject", "scenario", "state"):
         table.add_column(col)
@@ -197,10 +217,24 @@ def _print_access(console: Console, session, public_url: str) -> None:
         f"curl -s {api}/shops/shop-1003/official-account -H 'Authorization: Bearer {merchant_token}'",
         f"curl -s {api}/admin/review-queue -H 'Authorization: Bearer {admin_token}'",
     ]
+    holder_page = None
     if pending is not None:
-        lines.append(
-            f"curl -s -X POST {upgrades.confirmation_url(public_url, upgrades.confirmation_token(pending))}/accept"
-        )
+        token = upgrades.confirmation_token(pending)
+        lines.append(f"curl -s -X POST {api}/confirmations/{token}/accept")
+        holder_page = upgrades.confirmation_url(public_url, token)
     for line in lines:
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"\nOpenAPI: {api}/openapi.json   docs: {api}/docs\n", soft_wrap=True)
+    console.print(f"[bold]Merchant console (商家后台)[/bold]: {public_url}/", soft_wrap=True)
+    for username, password, role, subject_id in USERS:
+        who = f"merchant of {subject_id}" if role == "merchant" else "platform staff"
+        console.print(f"  {username} / {password}   ({who})", soft_wrap=True, highlight=False, markup=False)
+    console.print(
+        "  yunqi sees 4 shops: one to upgrade now, one waiting for its holder, one upgraded, one waiting for staff;\n"
+        "  laojie: a declined and an expired application (重新升级); shenjia: an auto upgrade to cancel and a cancelled one.",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    if holder_page is not None:
+        console.print(f"  the holder's page of shop-1002 (phone-sized): {holder_page}\n", soft_wrap=True, markup=False)

@@ -127,6 +127,10 @@ class AccountAlreadyBound(DomainError):
     code, status, title = "ACCOUNT_ALREADY_BOUND", 409, _l("The account is bound to another shop")
 
 
+class UsernameTaken(DomainError):
+    code, status, title = "USERNAME_TAKEN", 409, _l("The username is taken")
+
+
 class IdempotencyKeyInFlight(DomainError):
     code, status, title = "IDEMPOTENCY_KEY_IN_FLIGHT", 409, _l("A request with this Idempotency-Key is in flight")
     default_retry_after = 1

@@ -1,7 +1,7 @@
 """Imports every ORM model so that metadata (Alembic, tests) sees all tables."""
 
 from guanhao.audit.models import AuditEntry
-from guanhao.auth.models import ApiKey
+from guanhao.auth.models import ApiKey, ConsoleSession, LoginThrottle, User
 from guanhao.clock import SandboxClock
 from guanhao.db import Base
 from guanhao.events.models import OutboxEvent
@@ -20,7 +20,9 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Consent",
+    "ConsoleSession",
     "IdempotencyRecord",
+    "LoginThrottle",
     "OfficialAccount",
     "OutboxEvent",
     "PendingChange",
@@ -30,6 +32,7 @@ __all__ = [
     "Slot",
     "SmsMessage",
     "Subject",
+    "User",
     "Wave",
     "WaveSkip",
     "WebhookDelivery",

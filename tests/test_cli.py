@@ -164,8 +164,19 @@ def test_demo_data_loads_every_state_once(client, admin_headers):
     r = client.get("/api/v1/shops/shop-1001/official-account", headers={"Authorization": f"Bearer {merchant_token}"})
     assert r.status_code == 200
 
+    # The console logins are printed and work (issue 10: make run prints the console address and the logins).
+    assert "Merchant console" in result.output and "yunqi / yunqi-demo-1" in result.output
+    logins = client.get("/api/v1/admin/users", headers=admin_headers).json()["items"]
+    assert {(u["username"], u["role"], u["subject_id"]) for u in logins} == {
+        ("yunqi", "merchant", "subj-hz-tea"),
+        ("laojie", "merchant", "subj-laojie"),
+        ("shenjia", "merchant", "subj-sz-home"),
+        ("ops", "staff", None),
+    }
+
     second = run("demo-data")
     assert second.exit_code == 0, second.output
+    assert "yunqi / yunqi-demo-1" in second.output
     assert "loaded already" in second.output
     items = client.get("/api/v1/shops/shop-1002/upgrade-applications", headers=admin_headers).json()["items"]
     assert len(items) == 1
@@ -292,7 +303,7 @@ def test_serve_hands_out_links_on_its_port(tmp_path):
             r = c.post("/shops/p-1/upgrade-applications", json={"agree_terms": True})
             assert r.status_code == 201, r.text
             url = c.get(f"/admin/upgrade-applications/{r.json()['application_id']}").json()["confirmation_url"]
-            assert url.startswith(f"{base}/api/v1/confirmations/"), url
+            assert url.startswith(f"{base}/confirm/"), url  # the holder's page (issue 10)
             [sms] = c.get("/sandbox/sms", params={"phone": holder["phone"]}).json()["items"]
             assert url in sms["text"]
     finally:

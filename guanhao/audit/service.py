@@ -226,3 +226,14 @@ def chain_rows(session: Session, subject_id: str) -> list[AuditEntry]:
     return list(
         session.scalars(select(AuditEntry).where(AuditEntry.chain == chain_of(subject_id)).order_by(AuditEntry.seq))
     )
+
+
+def for_shop(session: Session, *, subject_id: str, shop_id: str, limit: int) -> list[AuditEntry]:
+    """A shop's rows, newest first (the merchant console's 操作记录); found through the subject's index."""
+    stmt = (
+        select(AuditEntry)
+        .where(AuditEntry.subject_id == subject_id, AuditEntry.shop_id == shop_id)
+        .order_by(AuditEntry.seq.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))

@@ -1,13 +1,13 @@
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from guanhao.auth import service
+from guanhao.auth import service, users
 from guanhao.auth.models import ApiKey
-from guanhao.http import Admin, CursorParam, decode_key_cursor, key_page
+from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_page, page
 from guanhao.schemas import IdPath, ObjectId, RequestBody, problem_responses
 from guanhao.subjects import service as subjects
 
@@ -92,3 +92,77 @@ def revoke_api_key(key_id: IdPath, call: Admin):
     """From the answer on, the key is 401: requests it was still running finished before it."""
     with call.unit() as (session, now):
         return _info(service.revoke(session, key_id, actor=call.actor, now=now))
+
+
+# ---------------------------------------------------------------- console users
+
+
+class UserIn(RequestBody):
+    username: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=64)]
+    password: Annotated[str, Field(min_length=users.PASSWORD_MIN, max_length=users.PASSWORD_MAX)]
+    role: Literal["merchant", "staff"]
+    subject_id: ObjectId | None = None
+
+
+class UserCreated(BaseModel):
+    user_id: str
+
+
+class UserOut(BaseModel):
+    user_id: str
+    username: str
+    role: Literal["merchant", "staff"]
+    subject_id: str | None
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+def _user_out(user) -> dict:
+    return {
+        "user_id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "subject_id": user.subject_id,
+        "created_at": user.created_at,
+        "disabled_at": user.disabled_at,
+    }
+
+
+@router.post(
+    "/users", status_code=201, response_model=UserCreated, responses=problem_responses(400, 401, 403, 409, 422)
+)
+def create_user(body: UserIn, call: Admin):
+    """A console user: a merchant of one subject (`subject_id` required), or platform staff (none)."""
+    with call.unit() as (session, now):
+        user = users.create_user(
+            session,
+            username=body.username,
+            password=body.password,
+            role=body.role,
+            subject_id=body.subject_id,
+            actor=call.actor,
+            now=now,
+        )
+        return {"user_id": user.id}
+
+
+@router.get("/users", response_model=UserList, responses=problem_responses(401, 403, 422))
+def list_users(call: Admin, cursor: CursorParam = None):
+    with call.unit() as (session, _now):
+        rows = users.list_users(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        return {
+            "items": [_user_out(u) for u in rows],
+            "next_cursor": page(rows, limit=PAGE_SIZE, seq_of=lambda u: u.seq),
+        }
+
+
+@router.post("/users/{user_id}/disable", response_model=UserOut, responses=problem_responses(401, 403, 404, 422))
+def disable_user(user_id: IdPath, call: Admin):
+    """The user can no longer sign in to the consoles; their sessions end at once."""
+    with call.unit() as (session, now):
+        return _user_out(users.disable_user(session, user_id, actor=call.actor, now=now))

@@ -19,6 +19,7 @@ class OutboxEvent(Base):
     event_id: Mapped[str] = mapped_column(String(40), unique=True)
     type: Mapped[str] = mapped_column(String(60))
     shop_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    subject_id: Mapped[str | None] = mapped_column(String(64))
+    # 站内信 reads a subject's events, newest first.
+    subject_id: Mapped[str | None] = mapped_column(String(64), index=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     data: Mapped[dict] = mapped_column(JSON)

@@ -7,7 +7,7 @@ follow commit order while holding the lock only for the commit itself.
 import datetime as dt
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from guanhao.db import Session, bulk_insert
 from guanhao.events import types
@@ -54,3 +54,25 @@ def emit_many(session: Session, rows: list[dict]) -> None:
     session.queue(
         _QUEUE, (row if "event_id" in row else {"event_id": "evt_" + uuid.uuid4().hex, **row} for row in rows)
     )
+
+
+def for_subject(
+    session: Session, subject_id: str, *, types: tuple[str, ...], before_seq: int | None, limit: int
+) -> list[OutboxEvent]:
+    """A subject's events of the given types, newest first (the merchant console's 站内信)."""
+    stmt = (
+        select(OutboxEvent)
+        .where(OutboxEvent.subject_id == subject_id, OutboxEvent.type.in_(types))
+        .order_by(OutboxEvent.seq.desc())
+        .limit(limit)
+    )
+    if before_seq is not None:
+        stmt = stmt.where(OutboxEvent.seq < before_seq)
+    return list(session.scalars(stmt))
+
+
+def count_for_subject(session: Session, subject_id: str, *, types: tuple[str, ...], after_seq: int) -> int:
+    stmt = select(func.count()).where(
+        OutboxEvent.subject_id == subject_id, OutboxEvent.type.in_(types), OutboxEvent.seq > after_seq
+    )
+    return int(session.scalar(stmt) or 0)

@@ -113,6 +113,15 @@ class Idempotency(_Strict):
     in_flight_timeout_seconds: int = Field(gt=0)
 
 
+class Login(_Strict):
+    """Console logins: attempts per username and per client address in a window, and how long a session lasts."""
+
+    max_attempts_per_user: int = Field(default=5, ge=1)
+    max_attempts_per_client: int = Field(default=30, ge=1)
+    window_minutes: int = Field(default=15, ge=1)
+    session_hours: int = Field(default=12, ge=1)
+
+
 class Policy(_Strict):
     eligibility: Eligibility
     quotas: Quotas
@@ -125,6 +134,7 @@ class Policy(_Strict):
     sms: Sms
     idempotency: Idempotency
     webhooks: Webhooks
+    login: Login = Login()
     upgrade_deadline: dt.datetime | None = None
 
     @model_validator(mode="after")

@@ -290,8 +290,9 @@ def _consent(
 
 
 def confirmation_url(public_url: str, token: str) -> str:
-    """R-62: the holder's link, a capability that travels only towards the holder."""
-    return f"{public_url}/api/v1/confirmations/{token}"
+    """R-62: the holder's link, a capability that travels only towards the holder — their phone-sized page,
+    the token its last path segment. Apps read the same confirmation as JSON at /api/v1/confirmations/{token}."""
+    return f"{public_url}/confirm/{token}"
 
 
 def _token_hash(token: str) -> str:

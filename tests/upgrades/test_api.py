@@ -848,7 +848,7 @@ def test_r15_consents_recorded_with_agreement_version(api, shop):
     subject_id, shop_id, _, _ = shop
     app = submitted(api, shop_id, api.merchant(subject_id))
     view = admin_view(api, app["application_id"])
-    assert view["confirmation_url"].startswith("http://testserver/api/v1/confirmations/")
+    assert view["confirmation_url"].startswith("http://testserver/confirm/")
     assert [(c["party"], c["decision"]) for c in view["consents"]] == [("merchant", "agreed")]
     confirmation = api.client.get(f"/api/v1/confirmations/{api.token(app['application_id'])}").json()
     assert confirmation["agreement_version"] == "2025-09-30"

@@ -20,6 +20,9 @@ log = structlog.get_logger("guanhao.app")
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    from guanhao import reader
+
+    await reader.open_pool()
     worker = None
     if get_settings().deliver_webhooks:
         from guanhao.policy import get_policy
@@ -27,11 +30,14 @@ async def _lifespan(app: FastAPI):
 
         worker = webhooks.start_thread(get_policy())
         log.info("webhooks.worker_started")
-    yield
-    if worker is not None:
-        thread, stop = worker
-        stop.set()
-        thread.join(timeout=15)
+    try:
+        yield
+    finally:
+        await reader.close_pool()
+        if worker is not None:
+            thread, stop = worker
+            stop.set()
+            thread.join(timeout=15)
 
 
 def create_app() -> FastAPI:

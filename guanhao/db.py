@@ -266,6 +266,11 @@ def unavailable(exc: BaseException) -> bool:
     state = getattr(orig, "sqlstate", None)
     if state is None:  # no answer from a server: refused, closed, timed out
         return True
+    return pg_state_unavailable(state)
+
+
+def pg_state_unavailable(state: str) -> bool:
+    """A PostgreSQL SQLSTATE that means busy or gone (see `unavailable`), whichever driver reported it."""
     return state[:2] in _PG_UNAVAILABLE_CLASSES or state in _PG_UNAVAILABLE_STATES
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 
 from guanhao import clock, errors
-from guanhao.auth.service import Principal, authenticate, still_valid
+from guanhao.auth.service import Principal, admin_principal, authenticate, bearer_token, still_valid
 from guanhao.db import Session, session_scope
 from guanhao.i18n import Message, _l, language
 from guanhao.policy import Policy, get_policy
@@ -71,6 +71,21 @@ def authenticated(
     return Call(principal=principal, lang=_lang(request), policy=get_policy(), writes=_writes(request))
 
 
+@dataclass(frozen=True)
+class Bearer:
+    """The caller of a one-statement read (guanhao.reader): its token, and the staff principal when it is the
+    admin token. A stored key is looked up by the read's own statement, which also refuses a revoked one."""
+
+    token: str
+    admin: Principal | None
+
+
+async def bearer(authorization: Annotated[str | None, Header(description="Bearer token")] = None) -> Bearer:
+    """R-62: a token is required (401 without one), as for `authenticated`; async, so no thread hop."""
+    token = bearer_token(authorization)
+    return Bearer(token=token, admin=admin_principal(token, admin_token=get_settings().admin_token))
+
+
 def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
     call.require_admin()
     return call
@@ -81,6 +96,7 @@ def anonymous(request: Request) -> Call:
 
 
 Authenticated = Annotated[Call, Depends(authenticated)]
+BearerToken = Annotated[Bearer, Depends(bearer)]
 Admin = Annotated[Call, Depends(admin)]
 Anonymous = Annotated[Call, Depends(anonymous)]
 CursorParam = Annotated[str | None, Query(description="opaque cursor from next_cursor", max_length=160)]

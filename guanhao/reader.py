@@ -42,8 +42,9 @@ async def open_pool() -> None:
     """From the app's lifespan: an asyncpg pool for this process (PostgreSQL only; a no-op otherwise)."""
     global _pool, _pool_loop
     dsn = _asyncpg_dsn(get_settings().resolved_database_url)
-    if dsn is None or _pool is not None:
+    if dsn is None or (_pool is not None and _pool_loop is asyncio.get_running_loop()):
         return
+    await close_pool()  # one left by an app whose loop is gone (tests)
     import asyncpg
 
     settings = get_settings()
@@ -59,9 +60,13 @@ async def open_pool() -> None:
 
 async def close_pool() -> None:
     global _pool, _pool_loop
-    pool, _pool, _pool_loop = _pool, None, None
-    if pool is not None:
+    pool, loop, _pool, _pool_loop = _pool, _pool_loop, None, None
+    if pool is None:
+        return
+    if loop is asyncio.get_running_loop():
         await pool.close()
+    else:  # its loop is gone: close the sockets without it
+        pool.terminate()
 
 
 def _for_asyncpg(stmt: Select) -> tuple[str, list[str], Any]:

@@ -64,8 +64,12 @@ def raw_app():
 
     state: dict = {}
 
+    async def no_reset(_connection):
+        return None
+
     async def startup():
-        state["pool"] = await asyncpg.create_pool(os.environ[RAW_DSN_ENV], min_size=8, max_size=8)
+        # No reset on release, as in the service's pool: one round trip per request.
+        state["pool"] = await asyncpg.create_pool(os.environ[RAW_DSN_ENV], min_size=8, max_size=8, reset=no_reset)
 
     async def official(request):
         body = await state["pool"].fetchval(

@@ -92,7 +92,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.openapi = lambda: _openapi(app)
-    # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
+    # Outermost last: access log → metrics → the official-account read's lane (a GET without body) → last resort → body limits and strict JSON → Idempotency-Key → the
     # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
     streamed = {IMPORT_PATH: settings.max_import_bytes}
     app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw, streamed=frozenset(streamed))
@@ -104,6 +104,7 @@ def create_app() -> FastAPI:
         render_error=problems.render_raw,
     )
     app.add_middleware(problems.LastResort)
+    app.add_middleware(upgrades_api.OfficialAccountLane)
     app.add_middleware(metrics.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -28,7 +28,7 @@ log = structlog.get_logger("guanhao.reader")
 
 _pool: Any = None  # the asyncpg pool of this process's server loop, when there is one
 _pool_loop: asyncio.AbstractEventLoop | None = None
-_compiled: dict[int, tuple[Select, str, list[str], Any]] = {}
+_compiled: dict[int, tuple[Select, str, list[str], dict[str, Any]]] = {}
 
 
 def _asyncpg_dsn(url: str) -> str | None:
@@ -54,8 +54,16 @@ async def open_pool() -> None:
         max_size=settings.db_pool_size,
         timeout=settings.db_busy_timeout,
         command_timeout=max(settings.db_busy_timeout, 30),
+        # The pool runs single read statements outside any transaction and sets nothing on a connection:
+        # asyncpg's reset on release (unlock, close cursors, unlisten, reset settings) would be a second
+        # round trip per read for nothing.
+        reset=_nothing_to_reset,
     )
     _pool_loop = asyncio.get_running_loop()
+
+
+async def _nothing_to_reset(_connection) -> None:
+    return None
 
 
 async def close_pool() -> None:
@@ -69,13 +77,14 @@ async def close_pool() -> None:
         pool.terminate()
 
 
-def _for_asyncpg(stmt: Select) -> tuple[str, list[str], Any]:
+def _for_asyncpg(stmt: Select) -> tuple[str, list[str], dict[str, Any]]:
+    """The statement's SQL for asyncpg, its parameter names in order, and the values it binds itself."""
     hit = _compiled.get(id(stmt))
     if hit is None or hit[0] is not stmt:
         from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
         compiled = stmt.compile(dialect=PGDialect_asyncpg())
-        hit = (stmt, str(compiled), list(compiled.positiontup or ()), compiled)
+        hit = (stmt, str(compiled), list(compiled.positiontup or ()), compiled.construct_params(_check=False))
         _compiled[id(stmt)] = hit
     return hit[1], hit[2], hit[3]
 
@@ -83,10 +92,9 @@ def _for_asyncpg(stmt: Select) -> tuple[str, list[str], Any]:
 async def one(stmt: Select, params: Mapping[str, Any], *, engine: Engine | None = None) -> Mapping[str, Any] | None:
     """The statement's first row as a mapping (column label → value), or None."""
     if _pool is not None and engine is None and _pool_loop is asyncio.get_running_loop():
-        sql, names, compiled = _for_asyncpg(stmt)
-        bound = compiled.construct_params(dict(params))
+        sql, names, fixed = _for_asyncpg(stmt)
         try:
-            record = await _pool.fetchrow(sql, *(bound[name] for name in names))
+            record = await _pool.fetchrow(sql, *(params[n] if n in params else fixed[n] for n in names))
         except Exception as exc:
             if _unreachable(exc):
                 log.warning("database.unavailable", error_type=type(exc).__name__, route="(fast read)")

@@ -11,6 +11,8 @@ statement, nothing is cached.
 
 import datetime as dt
 from functools import lru_cache
+from types import SimpleNamespace
+from typing import cast
 
 import orjson
 from sqlalchemy import Select, and_, bindparam, func, literal_column, not_, or_, select
@@ -94,11 +96,16 @@ def view_of(row: dict, policy: Policy, principal: Principal, shop_id: str) -> Of
     if row["shop_id"] is None or not principal.can_see_subject(row["shop_subject_id"]):
         raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
     now: dt.datetime = row["now"]
-    shop = Shop(**{c: row[f"shop_{c}"] for c in _SHOP})
-    account = Account(**{c: row[f"account_{c}"] for c in _ACCOUNT}) if row["account_id"] is not None else None
-    record = OfficialAccount(**{c: row[f"record_{c}"] for c in _RECORD}) if row["record_account_id"] else None
+    # Plain carriers of the columns read, not ORM instances: the rules and the shape read only these attributes.
+    shop = cast(Shop, SimpleNamespace(**{c: row[f"shop_{c}"] for c in _SHOP}))
+    account = None
+    if row["account_id"] is not None:
+        account = cast(Account, SimpleNamespace(**{c: row[f"account_{c}"] for c in _ACCOUNT}))
+    record = None
+    if row["record_account_id"] is not None:
+        record = cast(OfficialAccount, SimpleNamespace(**{c: row[f"record_{c}"] for c in _RECORD}))
     upgraded = record is not None
-    active = None if upgraded or row["active_id"] is None else Application(id=row["active_id"])
+    active = None if upgraded or row["active_id"] is None else cast(Application, SimpleNamespace(id=row["active_id"]))
     return OfficialView(
         shop=shop,
         account=account,
@@ -114,8 +121,15 @@ def view_of(row: dict, policy: Policy, principal: Principal, shop_id: str) -> Of
 def params(*, shop_id: str, token: str, admin: Principal | None, now: dt.datetime) -> dict:
     out: dict = {"shop_id": shop_id, "now": now}
     if admin is None:
-        out["token_hash"] = token_hash(token)
+        out["token_hash"] = _token_hash(token)
     return out
+
+
+@lru_cache(maxsize=4096)
+def _token_hash(token: str) -> str:
+    """The keyed hash the key is looked up by; a pure function of the token, so remembered (the key's state
+    is not: it is read by the statement each time)."""
+    return token_hash(token)
 
 
 def render(view: OfficialView) -> bytes:

@@ -51,6 +51,9 @@ def create_app() -> FastAPI:
         openapi_url=f"{API}/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # No OpenTelemetry here (metrics are Prometheus, logs structlog): FastAPI's native bridge would ask
+        # for its providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")

@@ -53,7 +53,8 @@ async def open_pool() -> None:
         min_size=1,
         max_size=settings.db_pool_size,
         timeout=settings.db_busy_timeout,
-        command_timeout=max(settings.db_busy_timeout, 30),
+        # A bound on each read kept by the server, not by a client-side timer per query.
+        server_settings={"statement_timeout": str(int(max(settings.db_busy_timeout, 30) * 1000))},
         # The pool runs single read statements outside any transaction and sets nothing on a connection:
         # asyncpg's reset on release (unlock, close cursors, unlisten, reset settings) would be a second
         # round trip per read for nothing.

@@ -274,9 +274,15 @@ def pg_state_unavailable(state: str) -> bool:
     return state[:2] in _PG_UNAVAILABLE_CLASSES or state in _PG_UNAVAILABLE_STATES
 
 
+# What modules above this one remember from the environment (API keys seen, token hashes): forgotten by reset().
+on_reset: list[Callable[[], None]] = []
+
+
 def reset() -> None:
     """Forgets what was read from the environment — settings, policy, keys — and the engine built
     from it (tests, and a CLI that changes a setting before it starts)."""
+    for forget in on_reset:
+        forget()
     get_settings.cache_clear()
     get_policy.cache_clear()
     pii.reset_vault()

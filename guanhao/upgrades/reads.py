@@ -17,7 +17,7 @@ from typing import cast
 import orjson
 from sqlalchemy import Select, and_, bindparam, func, literal_column, not_, or_, select
 
-from guanhao import clock, errors
+from guanhao import clock, db, errors
 from guanhao.auth.models import ApiKey
 from guanhao.auth.service import UNKNOWN_TOKEN, Principal, token_hash
 from guanhao.db import UTCDateTime
@@ -130,6 +130,9 @@ def _token_hash(token: str) -> str:
     """The keyed hash the key is looked up by; a pure function of the token, so remembered (the key's state
     is not: it is read by the statement each time)."""
     return token_hash(token)
+
+
+db.on_reset.append(_token_hash.cache_clear)
 
 
 def render(view: OfficialView) -> bytes:

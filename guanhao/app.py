@@ -6,7 +6,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, console, docs, health, jobs, logs, metrics, problems
+from guanhao import __version__, console, docs, health_api, jobs, logs, metrics_api, problems
 from guanhao.audit import api as audit_api
 from guanhao.auth import api as auth_api
 from guanhao.bodies import BodyMiddleware
@@ -77,8 +77,8 @@ def create_app() -> FastAPI:
         app.include_router(sandbox_api.router, prefix=API)
 
     console.install(app, api_prefix=API)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.include_router(health_api.router)
+    app.include_router(metrics_api.router)
     app.openapi = lambda: _openapi(app)
     # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
     # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
@@ -92,7 +92,7 @@ def create_app() -> FastAPI:
         render_error=problems.render_raw,
     )
     app.add_middleware(problems.LastResort)
-    app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(metrics_api.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app
 

@@ -43,11 +43,16 @@ async def _lifespan(app: FastAPI):
         thread.join(timeout=15)
 
 
+class _App(FastAPI):
+    def openapi(self) -> dict:
+        return _openapi(self)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     # Here, not only in the CLI: each `serve --workers N` process is spawned afresh and builds its own app.
     logs.configure(settings.log_level)
-    app = FastAPI(
+    app = _App(
         lifespan=_lifespan,
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
         version=__version__,
@@ -79,7 +84,6 @@ def create_app() -> FastAPI:
     console.install(app, api_prefix=API)
     app.include_router(health_api.router)
     app.include_router(metrics_api.router)
-    app.openapi = lambda: _openapi(app)
     # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
     # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
     streamed = {IMPORT_PATH: settings.max_import_bytes}

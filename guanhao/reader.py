@@ -85,7 +85,8 @@ def _for_asyncpg(stmt: Select) -> tuple[str, list[str], dict[str, Any]]:
         from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
         compiled = stmt.compile(dialect=PGDialect_asyncpg())
-        hit = (stmt, str(compiled), list(compiled.positiontup or ()), compiled.construct_params(_check=False))
+        fixed = dict(compiled.construct_params(_check=False))
+        hit = (stmt, str(compiled), list(compiled.positiontup or ()), fixed)
         _compiled[id(stmt)] = hit
     return hit[1], hit[2], hit[3]
 

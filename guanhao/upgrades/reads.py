@@ -10,9 +10,10 @@ statement, nothing is cached.
 """
 
 import datetime as dt
+from collections.abc import Mapping
 from functools import lru_cache
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import Select, and_, bindparam, func, literal_column, not_, or_, select
@@ -81,7 +82,7 @@ def statement(*, by_key: bool, sandbox: bool) -> Select:
     )
 
 
-def principal_of(row: dict, admin: Principal | None) -> Principal:
+def principal_of(row: Mapping[str, Any], admin: Principal | None) -> Principal:
     """R-62: the admin token, or the stored key the statement found (none: 401, like `authenticate`)."""
     if admin is not None:
         return admin
@@ -90,7 +91,7 @@ def principal_of(row: dict, admin: Principal | None) -> Principal:
     return Principal(role=row["key_role"], subject_id=row["key_subject"], key_id=row["key_id"])
 
 
-def view_of(row: dict, policy: Policy, principal: Principal, shop_id: str) -> OfficialView:
+def view_of(row: Mapping[str, Any], policy: Policy, principal: Principal, shop_id: str) -> OfficialView:
     """R-62 (another subject's shop is 404, worded as a missing one), then `official_view`'s answer for the
     rows read: R-12 can_cancel, R-14 can_sell_as_official, R-23 daily_post_limit, R-50 masking."""
     if row["shop_id"] is None or not principal.can_see_subject(row["shop_subject_id"]):

@@ -133,7 +133,7 @@ class Funnel:
 
 
 def funnel(session: Session, *, within: Window) -> Funnel:
-    """The merchant's applications (R-10) submitted within the window, how many of them the holder confirmed
+    """The merchant's applications (R-10) submitted within the window, how many of them the holder accepted
     (R-15) and how many succeeded (R-16; cancelled later or not)."""
     submitted_in = (
         Application.origin == Origin.MANUAL.value,
@@ -143,7 +143,9 @@ def funnel(session: Session, *, within: Window) -> Funnel:
     submitted, confirmed, succeeded = session.execute(
         select(
             func.count(),
-            func.count(Application.confirmed_at),
+            # accepted by the holder: the review runs at once and stamps `reviewed_at` (a decline stamps only
+            # `confirmed_at`, the moment of the answer)
+            func.count(Application.reviewed_at),
             func.coalesce(func.sum(case((Application.status.in_(EVER_SUCCEEDED), 1), else_=0)), 0),
         ).where(*submitted_in)
     ).one()

@@ -30,7 +30,10 @@ def search(**filters) -> list[str]:
     before = filters.pop("before_seq", None)
     limit = filters.pop("limit", 50)
     with session_scope() as session:
-        return [f"{e.actor}|{e.action}" for e in audit.search(session, audit.Filters(**filters), before_seq=before, limit=limit)]
+        return [
+            f"{e.actor}|{e.action}"
+            for e in audit.search(session, audit.Filters(**filters), before_seq=before, limit=limit)
+        ]
 
 
 def test_r60_the_trail_newest_first_narrowed_by_every_filter(now):
@@ -39,12 +42,18 @@ def test_r60_the_trail_newest_first_narrowed_by_every_filter(now):
     assert everything[0] == "merchant:key_2|upgrade.submitted" and len(everything) == 5
     assert search(actor="staff:") == ["staff:usr_2|wave.started", "staff:usr_1|upgrade.review.approved"]
     assert search(actor="staff:usr_1") == ["staff:usr_1|upgrade.review.approved"]
-    assert search(action="upgrade.submitted") == ["merchant:key_2|upgrade.submitted", "merchant:key_1|upgrade.submitted"]
+    assert search(action="upgrade.submitted") == [
+        "merchant:key_2|upgrade.submitted",
+        "merchant:key_1|upgrade.submitted",
+    ]
     assert len(search(action="upgrade.")) == 4
     assert search(target_id="wave_1") == ["staff:usr_2|wave.started"]
     assert len(search(shop_id="shop-1")) == 3
     assert search(subject_id="subj-2") == ["merchant:key_2|upgrade.submitted"]
-    assert search(since=now + HOUR, until=now + 3 * HOUR) == ["staff:usr_1|upgrade.review.approved", "holder|upgrade.reviewing"]
+    assert search(since=now + HOUR, until=now + 3 * HOUR) == [
+        "staff:usr_1|upgrade.review.approved",
+        "holder|upgrade.reviewing",
+    ]
     assert search(actor="staff:", action="wave.") == ["staff:usr_2|wave.started"]
     assert search(actor="nobody") == []
 

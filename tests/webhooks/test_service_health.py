@@ -7,7 +7,6 @@ from guanhao.webhooks.models import WebhookDelivery
 from tests.webhooks.test_service import emit, endpoint, fan_out, settle
 
 
-
 def test_r61_each_endpoint_says_how_its_deliveries_fare(now, policy):
     with session_scope() as session:
         quiet, _ = endpoint(session)

@@ -1,6 +1,8 @@
 """Reads behind the staff console at the service level: every check run again for a big account waiting for staff
 (`recheck_all`, what `approve` decides on, R-16) and the history of waves (`waves.recent`, R-11)."""
 
+import datetime as dt
+
 from guanhao.db import session_scope
 from guanhao.subjects import service as subjects
 from guanhao.subjects.schemas import ShopIn
@@ -36,7 +38,8 @@ def test_r11_waves_newest_first_optionally_of_one_state(now, policy):
         first = waves.start(session, limit=0, min_score=None, policy=policy, actor=make.STAFF, now=now).id
         second = waves.start(session, limit=5, min_score=None, policy=policy, actor=make.STAFF, now=now).id
         waves.cancel(session, second, actor=make.STAFF, now=now)
-        third = waves.start(session, limit=5, min_score=None, policy=policy, actor=make.STAFF, now=now).id
+        later = now + dt.timedelta(seconds=1)
+        third = waves.start(session, limit=5, min_score=None, policy=policy, actor=make.STAFF, now=later).id
     with session_scope() as session:
         ids = [w.id for w in waves.recent(session, limit=10)]
         assert set(ids) == {first, second, third} and ids.index(third) < ids.index(first)

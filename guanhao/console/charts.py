@@ -5,9 +5,9 @@ comes with its figures as a table, so nothing is said by colour or shape alone."
 import math
 from dataclasses import dataclass, field
 
-WIDTH = 720
-HEIGHT = 240
-LEFT = 48  # room for the value axis
+WIDTH = 480
+HEIGHT = 220
+LEFT = 40  # room for the value axis
 BOTTOM = 28  # room for the category labels
 TOP = 12
 
@@ -52,8 +52,7 @@ def columns(categories: list[str], series: list[tuple[str, list[int]]], *, label
     plot_h = HEIGHT - TOP - BOTTOM
     slot = (WIDTH - LEFT) / max(len(categories), 1)
     bar_w = max(4.0, slot * 0.6)
-    for step in range(5):
-        value = round(top * step / 4)
+    for value in sorted({round(top * step / 4) for step in range(5)}):
         chart.ticks.append((TOP + plot_h - plot_h * value / top, value))
     for i, category in enumerate(categories):
         x = LEFT + slot * i + (slot - bar_w) / 2
@@ -68,13 +67,13 @@ def columns(categories: list[str], series: list[tuple[str, list[int]]], *, label
     return chart
 
 
-def bars(rows: list[tuple[str, int]], *, label_width: int = 200) -> Chart:
+def bars(rows: list[tuple[str, int]], *, label_width: int = 120) -> Chart:
     """Horizontal bars, one per row (label, value), each its own colour."""
     row_h = 32
     height = max(row_h * len(rows) + TOP, row_h + TOP)
     chart = Chart(WIDTH, height)
     top = nice_max(max((v for _, v in rows), default=0))
-    plot_w = WIDTH - label_width - 56
+    plot_w = WIDTH - label_width - 40
     for i, (label, value) in enumerate(rows):
         y = TOP + row_h * i
         chart.rects.append(Rect(label_width, y, max(plot_w * value / top, 1 if value else 0), 20, value, i % 10, label))

@@ -22,7 +22,6 @@ from guanhao.i18n import _l
 TRAIL_PAGE = 100
 EXPORT_MOST = 50_000
 BAD_DATE = _l("Enter a date as YYYY-MM-DD")
-Text = Query(default="", max_length=120)
 
 
 def _day_start(value: str) -> dt.datetime | None:
@@ -75,11 +74,11 @@ def client_address(entry: AuditEntry) -> str:
 @router.get("/audit")
 def trail(
     current: CurrentVisit,
-    actor: str = Text,
-    action: str = Text,
-    target_id: str = Text,
-    subject_id: str = Text,
-    shop_id: str = Text,
+    actor: str = Query(default="", max_length=120),
+    action: str = Query(default="", max_length=120),
+    target_id: str = Query(default="", max_length=120),
+    subject_id: str = Query(default="", max_length=120),
+    shop_id: str = Query(default="", max_length=120),
     since: str = Query(default="", max_length=10),
     until: str = Query(default="", max_length=10),
     before: int | None = Query(default=None, ge=1),
@@ -116,11 +115,11 @@ def trail(
 @router.get("/audit.csv")
 def export(
     current: CurrentVisit,
-    actor: str = Text,
-    action: str = Text,
-    target_id: str = Text,
-    subject_id: str = Text,
-    shop_id: str = Text,
+    actor: str = Query(default="", max_length=120),
+    action: str = Query(default="", max_length=120),
+    target_id: str = Query(default="", max_length=120),
+    subject_id: str = Query(default="", max_length=120),
+    shop_id: str = Query(default="", max_length=120),
     since: str = Query(default="", max_length=10),
     until: str = Query(default="", max_length=10),
 ):

@@ -69,7 +69,7 @@ def dashboard(current: CurrentVisit, days: int = Query(default=14, ge=1, le=90))
         ],
         reason_table=[[text, code, n] for (text, n), (code, _) in zip(reason_rows, reasons.most_common(), strict=True)],
         cancel_rows=[[d.isoformat(), cancels[d]] for d in within.day_list],
-        reasons_chart=charts.bars(reason_rows, label_width=300),
+        reasons_chart=charts.bars(reason_rows, label_width=220),
         cancels=cancels,
         cancel_chart=cancel_chart,
     )

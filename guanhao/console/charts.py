@@ -52,7 +52,7 @@ def columns(categories: list[str], series: list[tuple[str, list[int]]], *, label
     plot_h = HEIGHT - TOP - BOTTOM
     slot = (WIDTH - LEFT) / max(len(categories), 1)
     bar_w = max(4.0, slot * 0.6)
-    for value in sorted({round(top * step / 4) for step in range(5)}):
+    for value in range(0, top + 1, max(1, top // 5)):  # top is 1, 2 or 5 × 10ⁿ: whole steps
         chart.ticks.append((TOP + plot_h - plot_h * value / top, value))
     for i, category in enumerate(categories):
         x = LEFT + slot * i + (slot - bar_w) / 2

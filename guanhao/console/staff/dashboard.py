@@ -33,7 +33,7 @@ def dashboard(current: CurrentVisit, days: int = Query(default=14, ge=1, le=90))
         reasons = stats.rejection_reasons(session, within=within)
         cancels = stats.cancellations_per_day(session, within=within)
     day_labels = [d.strftime("%m-%d") for d in within.day_list]
-    every = 1 if days <= 14 else 3
+    every = 1 if days <= 7 else 2 if days <= 14 else 5
     origins = [o.value for o in Origin]
     upgrades_chart = charts.columns(
         day_labels,

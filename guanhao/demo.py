@@ -258,6 +258,7 @@ def _past(session, scenario: str, shop_id: str, *, policy, at: dt.datetime, publ
         public_url=public_url,
     )
     token = upgrades.confirmation_token(app)
+    assert token is not None
     answered = at + dt.timedelta(minutes=20)
     if scenario == "declined":
         upgrades.decline(session, token, policy, now=answered)

@@ -256,21 +256,16 @@ def search(session: Session, filters: Filters, *, before_seq: int | None, limit:
     """R-60: the trail newest first, narrowed by who (an actor, or every actor of a role given as `staff:`),
     what (an action, or a family given as `upgrade.`), which object, subject or shop, and when [since, until)."""
     stmt = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
-    if filters.actor:
-        column = AuditEntry.actor
-        stmt = stmt.where(column.startswith(filters.actor) if filters.actor.endswith(":") else column == filters.actor)
-    if filters.action:
-        column = AuditEntry.action
-        stmt = stmt.where(
-            column.startswith(filters.action) if filters.action.endswith(".") else column == filters.action
-        )
-    for column, value in (
-        (AuditEntry.target_id, filters.target_id),
-        (AuditEntry.subject_id, filters.subject_id),
-        (AuditEntry.shop_id, filters.shop_id),
-    ):
+    for column, value, family in ((AuditEntry.actor, filters.actor, ":"), (AuditEntry.action, filters.action, ".")):
         if value:
-            stmt = stmt.where(column == value)
+            stmt = stmt.where(column.startswith(value) if value.endswith(family) else column == value)
+    for exact, wanted in (
+        (AuditEntry.target_id == filters.target_id, filters.target_id),
+        (AuditEntry.subject_id == filters.subject_id, filters.subject_id),
+        (AuditEntry.shop_id == filters.shop_id, filters.shop_id),
+    ):
+        if wanted:
+            stmt = stmt.where(exact)
     if filters.since is not None:
         stmt = stmt.where(AuditEntry.at >= filters.since)
     if filters.until is not None:

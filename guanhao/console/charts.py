@@ -56,7 +56,7 @@ def columns(categories: list[str], series: list[tuple[str, list[int]]], *, label
         chart.ticks.append((TOP + plot_h - plot_h * value / top, value))
     for i, category in enumerate(categories):
         x = LEFT + slot * i + (slot - bar_w) / 2
-        base = TOP + plot_h
+        base: float = TOP + plot_h
         for colour, (name, values) in enumerate(series):
             h = plot_h * values[i] / top
             if values[i]:

@@ -24,7 +24,7 @@ EXPORT_MOST = 50_000
 BAD_DATE = _l("Enter a date as YYYY-MM-DD")
 
 
-def _day_start(value: str) -> dt.datetime | None:
+def _day_start(value: str) -> dt.datetime:
     """A calendar day in Asia/Shanghai → its first instant (UTC)."""
     day = dt.date.fromisoformat(value)
     return dt.datetime.combine(day, dt.time(), tzinfo=clock.CHINA).astimezone(dt.UTC)

@@ -112,6 +112,12 @@ def trail(
     )
 
 
+def _cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula gets a leading quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 @router.get("/audit.csv")
 def export(
     current: CurrentVisit,
@@ -141,7 +147,8 @@ def export(
             rows = audit.search(session, filters, before_seq=before, limit=1000)
             for e in rows:
                 writer.writerow(
-                    [
+                    _cell(v)
+                    for v in [
                         e.seq,
                         pages.china_time(e.at),
                         e.actor,

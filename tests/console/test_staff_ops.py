@@ -145,6 +145,8 @@ def test_r60_the_trail_filtered_its_chains_verified_and_exported(console, page, 
 
     page.locator("#f-action").select_option("")
     page.get_by_test_id("filter").click()
+    expect(page.get_by_test_id("export")).to_have_attribute("href", f"/staff/audit.csv?shop_id={shop_id}")
+    expect(entries).not_to_have_count(1)
     with page.expect_download() as download:
         page.get_by_test_id("export").click()
     path = tmp_path / "audit.csv"

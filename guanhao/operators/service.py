@@ -337,7 +337,7 @@ def _apply_phone(
     session: Session, record: OfficialAccount, change: PendingChange, *, actor: str, now: dt.datetime
 ) -> None:
     """R-24: the login phone the subject now manages is rebound."""
-    account = session.get_one(Account, record.account_id, with_for_update=True)
+    account = session.get_one(Account, record.account_id, with_for_update={"key_share": True})
     v = pii.vault()
     old = v.decrypt(account.login_phone_enc, context="login_phone")
     new = v.decrypt(change.new_phone_enc, context="login_phone")

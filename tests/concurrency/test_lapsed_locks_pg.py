@@ -39,9 +39,7 @@ def test_a_submit_never_waits_in_a_circle_with_the_sweep_releasing_a_lapsed_hold
         time.sleep(0.01)
     try:
         # The sweep gives back the slot: before the fix the submit held this pool and waited for our row.
-        sweep.execute(
-            sa.text("UPDATE pools SET held = held - 1 WHERE key = :p"), {"p": f"quota:{subject_id}:main"}
-        )
+        sweep.execute(sa.text("UPDATE pools SET held = held - 1 WHERE key = :p"), {"p": f"quota:{subject_id}:main"})
         sweep.execute(sa.text("DELETE FROM slots WHERE application_id = :a AND pool LIKE 'quota:%'"), {"a": lapsed})
         sweep.rollback()
     finally:

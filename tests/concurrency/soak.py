@@ -384,7 +384,9 @@ class Soak:
     def client(self, index: int, start: threading.Barrier) -> None:
         rnd = random.Random(self.seed * 1000 + index)
         actions, weights = zip(*ACTIONS, strict=True)
-        with httpx.Client(base_url=self.base, timeout=60) as client:
+        # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them under a request.
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        with httpx.Client(base_url=self.base, timeout=60, limits=limits) as client:
             client.get("/healthz")
             start.wait(timeout=60)
             while self.left():

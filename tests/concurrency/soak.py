@@ -89,7 +89,7 @@ def serving(env: dict[str, str], log_path: Path, *, workers: int) -> Iterator[st
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # four workers importing the app on a busy 2-core machine
         while True:
             assert proc.poll() is None, log_path.read_text()[-4000:]
             with contextlib.suppress(httpx.TransportError):

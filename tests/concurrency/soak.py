@@ -448,7 +448,10 @@ class Soak:
         created = {r.content for r in answers if r.status_code in (200, 201)}
         jumped = self.jump_asked <= time.monotonic() and began <= self.jump_answered
         if len(created) > 1 and not jumped:
-            self.violation(f"{action}: {path}: a replay with a second effect: {[r.text[:120] for r in answers]}")
+            when = f"pair {began:.2f}–{time.monotonic():.2f}, jump {self.jump_asked:.2f}–{self.jump_answered:.2f}"
+            self.violation(
+                f"{action}: {path}: a replay with a second effect ({when}): {[r.text[:120] for r in answers]}"
+            )
         return answers
 
     def latest_code(self, client: httpx.Client, action: str, to: str) -> str | None:

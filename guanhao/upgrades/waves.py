@@ -297,7 +297,7 @@ def _claim(
             ~exists().where(WaveSkip.wave_id == wave_id, WaveSkip.shop_id == Shop.id, WaveSkip.shop_id > after)
         )
     if lock:
-        stmt = stmt.with_for_update(of=Shop, skip_locked=True, key_share=True)
+        stmt = stmt.with_for_update(of=Shop, skip_locked=True)
     return list(session.execute(stmt))
 
 

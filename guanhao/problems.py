@@ -111,7 +111,8 @@ def refusal(scope, exc: BaseException) -> errors.DomainError:
         return exc
     route = route_template(scope)
     if db.unavailable(exc):
-        log.warning("database.unavailable", error_type=type(exc).__name__, route=route)
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        log.warning("database.unavailable", error_type=type(exc).__name__, sqlstate=sqlstate, route=route)
         return errors.ServiceUnavailable(
             _l("The database is busy or cannot be reached; try again shortly"),
             retry_after=get_settings().retry_after,

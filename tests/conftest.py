@@ -184,6 +184,12 @@ def live_server(database):
         yield url
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--soak-large", action="store_true", help="the soak at full size (10,000 requests; GUANHAO_SOAK=large too)"
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     if is_postgres():
         return

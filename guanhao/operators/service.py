@@ -240,6 +240,9 @@ def verify(
 ) -> Verified:
     """R-24, R-42: checks the code. A wrong code is counted and the count kept (at most `sms.max_attempts`
     tries) even though the call fails: the caller commits, then raises `error`."""
+    # The account's record before the change, the order of a request for a new code (which supersedes this
+    # one) and of a cancel: the two never wait on each other in a circle.
+    record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
     change = session.scalar(
         select(PendingChange)
         .where(PendingChange.id == change_id, PendingChange.kind == kind, PendingChange.shop_id == shop_id)
@@ -266,7 +269,6 @@ def verify(
             )
         left = policy.sms.max_attempts - change.attempts
         return Verified(change, errors.CodeInvalid(_l("Wrong code; {left} tries left", left=left)))
-    record = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id).with_for_update())
     if record is None or record.application_id != change.application_id:
         # The upgrade this code was sent for was cancelled meanwhile (R-13): the code dies with it,
         # and does not carry over to a later upgrade of the same account.
@@ -323,7 +325,7 @@ def _apply_phone(
     session: Session, record: OfficialAccount, change: PendingChange, *, actor: str, now: dt.datetime
 ) -> None:
     """R-24: the login phone the subject now manages is rebound."""
-    account = session.get_one(Account, record.account_id, with_for_update=True)
+    account = session.get_one(Account, record.account_id, with_for_update={"key_share": True})
     v = pii.vault()
     old = v.decrypt(account.login_phone_enc, context="login_phone")
     new = v.decrypt(change.new_phone_enc, context="login_phone")

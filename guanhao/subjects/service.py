@@ -45,7 +45,7 @@ def get_subject(session: Session, subject_id: str) -> Subject:
 
 
 def get_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
-    shop = session.get(Shop, shop_id, with_for_update=lock or None)
+    shop = session.get(Shop, shop_id, with_for_update={"key_share": True} if lock else None)
     if shop is None:
         raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
     return shop
@@ -123,7 +123,7 @@ def put_subject(
     session: Session, subject_id: str, body: SubjectIn, *, actor: str, now: dt.datetime
 ) -> tuple[Subject, bool]:
     """The platform's sync of a subject (created or updated), audited (R-60)."""
-    subject = session.get(Subject, subject_id, with_for_update=True)
+    subject = session.get(Subject, subject_id, with_for_update={"key_share": True})
     created = subject is None
     if subject is None:
         subject = Subject(id=subject_id, created_at=now)
@@ -152,7 +152,7 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
     """The platform's sync of a shop, audited (R-60); a move to another subject passes the registered guards
     first (R-21)."""
     known_subject(session, body.subject_id)
-    shop = session.get(Shop, shop_id, with_for_update=True)
+    shop = session.get(Shop, shop_id, with_for_update={"key_share": True})
     created = shop is None
     if shop is None:
         shop = Shop(id=shop_id, created_at=now)
@@ -187,7 +187,7 @@ def put_account(
     """The platform's sync of an account, its holder and login phone sealed (R-50), audited masked (R-60). A sync
     of an existing account passes the registered guards first: an upgraded account's login phone and holder are
     the subject's (R-24)."""
-    account = session.get(Account, account_id, with_for_update=True)
+    account = session.get(Account, account_id, with_for_update={"key_share": True})
     created = account is None
     if account is None:
         account = Account(id=account_id, created_at=now)

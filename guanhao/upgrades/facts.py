@@ -145,3 +145,27 @@ def lapsed_among(
         return []
     stmt = select(Application).where(lapsed(now), or_(*where)).order_by(Application.seq).with_for_update()
     return list(session.scalars(stmt))
+
+
+def lapsed_holders(session: Session, pools: Iterable[str], *, now: dt.datetime) -> list[str]:
+    """The lapsed applications holding a place in `pools`, read without a lock (R-15)."""
+    pools = list(pools)
+    if not pools:
+        return []
+    held = select(Slot.application_id).where(among(session, Slot.pool, pools))
+    return list(session.scalars(select(Application.id).where(lapsed(now), Application.id.in_(held))))
+
+
+def lock_lapsed(session: Session, application_ids: Iterable[str], *, now: dt.datetime) -> list[Application]:
+    """Those of `application_ids` still lapsed that no other transaction holds, locked (SKIP LOCKED: one that
+    another transaction holds is being ended by it) (R-15)."""
+    ids = list(application_ids)
+    if not ids:
+        return []
+    stmt = (
+        select(Application)
+        .where(lapsed(now), among(session, Application.id, ids))
+        .order_by(Application.seq)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))

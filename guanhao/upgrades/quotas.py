@@ -6,8 +6,10 @@ taken by one atomic upsert that adds one only while `held < capacity` — the ca
 so a quota lowered by a later sync blocks new reservations until enough are released — and given
 back by deleting the slot and subtracting in the same transaction. No read-then-write can overbook.
 
-Lock order: a transaction that touches several pools locks their rows in key order first (`lock`),
-so a manual application, an operator change and a wave chunk never wait on each other in a circle.
+Lock order: an application's row before any pool; a transaction that touches several pools locks
+their rows in key order first (`lock`), and takes no pool after that, so a manual application, an end
+(withdraw, decline, expiry, cancel), an operator change and a wave chunk never wait on each other in
+a circle.
 """
 
 import datetime as dt
@@ -140,6 +142,14 @@ def held_by_type(session: Session, subject_id: str, *, excluding_application: st
         t.value: held(session, quota_pool(subject_id, t.value), excluding_application=excluding_application)
         for t in AccountType
     }
+
+
+def pools_held_by(session: Session, application_ids: Iterable[str]) -> list[str]:
+    """The pools in which any of `application_ids` holds a place."""
+    ids = list(application_ids)
+    if not ids:
+        return []
+    return list(session.scalars(select(Slot.pool).where(among(session, Slot.application_id, ids)).distinct()))
 
 
 def holders(session: Session, pools: Iterable[str]) -> list[str]:

@@ -148,7 +148,9 @@ def submit(
     shop's applications); its slot and its operator's place are reserved at once, under the database's bounds."""
     if not agree_terms:
         raise errors.TermsNotAccepted(_l("agree_terms must be true: the merchant must accept the upgrade agreement"))
-    shop = session.get(Shop, shop_id, with_for_update=True)
+    # FOR NO KEY UPDATE: it serialises the shop's submits without blocking the foreign-key checks of
+    # other transactions writing rows that reference the shop (an expiry, an audit of its applications).
+    shop = session.get(Shop, shop_id, with_for_update={"key_share": True})
     if shop is None:
         raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
     account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
@@ -157,10 +159,9 @@ def submit(
     pools = [quotas.quota_pool(shop.subject_id, t.value) for t in FALLBACK_ORDER]
     if operator_hash is not None:
         pools.append(quotas.operator_pool(operator_hash))
-    # Lock the pools in key order (no circular waits with waves or operator changes), then record the
+    # Lock the pools in key order (no circular waits with waves, ends or operator changes), recording the
     # expiry of what lapsed among their holders and the shop's own: every write treats it as ended (R-15).
-    quotas.lock(session, pools)
-    expire_lapsed(session, shop_ids=[shop.id], pools=pools, now=now)
+    lock_pools(session, pools, shop_ids=[shop.id], now=now)
     ctx = facts.gather(session, shop, policy, now=now, explicit_type=account_type, operator_hash=named)
     checks, resolved = rules.evaluate(policy, ctx.facts)
     failures = rules.failed(checks)
@@ -478,20 +479,46 @@ def expire_confirmations(session: Session, *, now: dt.datetime, limit: int = 100
         .with_for_update(skip_locked=True)
     )
     apps = list(session.scalars(stmt))
+    # The pools they give back, in key order before the first release: releasing application by
+    # application would take pools out of order and close a circle with a submit holding some of them.
+    quotas.lock(session, quotas.pools_held_by(session, [a.id for a in apps]))
     for app in apps:
         lifecycle.expire(session, app, actor=SWEEP_ACTOR, now=now)
     return len(apps)
 
 
-def expire_lapsed(
-    session: Session, *, now: dt.datetime, shop_ids: Iterable[str] = (), pools: Iterable[str] = ()
-) -> int:
-    """R-15: a write that meets lapsed applications — of the shops it touches, or holding the places it is
-    about to count — records their expiry first, in its own transaction."""
-    lapsed = facts.lapsed_among(session, shop_ids=shop_ids, pools=pools, now=now)
+def expire_lapsed(session: Session, *, now: dt.datetime, shop_ids: Iterable[str] = ()) -> int:
+    """R-15: a write that meets lapsed applications of the shops it touches records their expiry first, in its
+    own transaction (the applications, then their pools in key order)."""
+    lapsed = facts.lapsed_among(session, shop_ids=shop_ids, now=now)
+    quotas.lock(session, quotas.pools_held_by(session, [a.id for a in lapsed]))
     for app in lapsed:
         lifecycle.expire(session, app, actor=SWEEP_ACTOR, now=now)
     return len(lapsed)
+
+
+def lock_pools(
+    session: Session, pools: Iterable[str], *, shop_ids: Iterable[str], now: dt.datetime
+) -> tuple[dict[str, int], int]:
+    """R-15, R-33, R-41: locks `pools` for a write that counts them, having recorded the expiry of what lapsed
+    among the shops' applications and the pools' holders; returns (what each pool holds, how many expired).
+
+    The lock order is an application, then pools in key order, and no pool after that: the shops' own lapsed
+    applications are locked first (waiting for them); the lapsed holders of the pools, found without a lock,
+    have their pools locked together with ours, then are locked themselves with SKIP LOCKED — one that
+    another transaction holds is being ended by that transaction, which then releases into pools we hold:
+    waiting for it would close a circle. Such a holder's place counts until it is released (never too few)."""
+    pools = list(pools)
+    own = facts.lapsed_among(session, shop_ids=shop_ids, now=now)
+    mine = {a.id for a in own}
+    holders = [a for a in facts.lapsed_holders(session, pools, now=now) if a not in mine]
+    held = quotas.lock(session, [*pools, *quotas.pools_held_by(session, [*mine, *holders])])
+    lapsed = own + facts.lock_lapsed(session, holders, now=now)
+    for app in lapsed:
+        lifecycle.expire(session, app, actor=SWEEP_ACTOR, now=now)
+    if lapsed:
+        held = quotas.counts(session, pools)
+    return {p: held.get(p, 0) for p in pools}, len(lapsed)
 
 
 # ---------------------------------------------------------------- cancel (R-12, R-13)
@@ -507,7 +534,7 @@ def cancel(session: Session, shop_id: str, policy: Policy, *, actor: str, now: d
     if refused is not None:
         raise refused
     app = get_application(session, record.application_id, lock=True)
-    account = session.get_one(Account, record.account_id, with_for_update=True)
+    account = session.get_one(Account, record.account_id, with_for_update={"key_share": True})
     operator = pii.open_person(
         record.operator_name_enc, record.operator_id_number_enc, record.operator_phone_enc, context="person"
     )

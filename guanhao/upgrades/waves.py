@@ -344,9 +344,7 @@ def _plan(
         # The chunk's pools, locked in key order: a subject's shops may fall in two workers' chunks, and a
         # merchant may apply meanwhile; whoever comes second counts what the first took (R-33, R-41). What
         # lapsed among the chunk's shops and the pools' holders is recorded expired first (R-15).
-        held = Counter(quotas.lock(session, pools))
-        if upgrades.expire_lapsed(session, shop_ids=shop_ids, pools=pools, now=now):
-            held = Counter(quotas.counts(session, pools))
+        held = Counter(upgrades.lock_pools(session, pools, shop_ids=shop_ids, now=now)[0])
     else:  # a dry run writes nothing: it counts lapsed applications out instead
         held = Counter(quotas.counts(session, pools))
         held.subtract(facts.lapsed_holds(session, pools, now=now))

@@ -328,8 +328,8 @@ def test_r15_expire_lapsed_records_only_the_lapsed_holders_of_the_pools_it_meets
     lapsing = make.submit(session, make.ready_shop(session, now=now, holder=holder), now=now)
     other = make.submit(session, make.ready_shop(session, now=now), now=now)
     at = lapsing.confirmation_expires_at
-    upgrades.expire_lapsed(session, pools=[quotas.operator_pool(pii.Person(**holder).id_hash)], now=at)
-    assert (lapsing.status, other.status) == (State.EXPIRED, State.SUBMITTED)
+    _, expired = upgrades.lock_pools(session, [quotas.operator_pool(pii.Person(**holder).id_hash)], shop_ids=[], now=at)
+    assert (lapsing.status, other.status, expired) == (State.EXPIRED, State.SUBMITTED, 1)
 
 
 # ---------------------------------------------------------------- what the merchant reads

@@ -20,18 +20,18 @@ log = structlog.get_logger("guanhao.app")
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    # A worker inside the app (GUANHAO_WORKER=1, or the older GUANHAO_DELIVER_WEBHOOKS=1): for an app served by
+    # something other than `guanhao serve`, which runs its own embedded worker beside the server.
     worker = None
-    if get_settings().deliver_webhooks:
-        from guanhao.policy import get_policy
-        from guanhao.webhooks import worker as webhooks
+    settings = get_settings()
+    if settings.worker or settings.deliver_webhooks:
+        from guanhao.worker.runner import Worker
 
-        worker = webhooks.start_thread(get_policy())
-        log.info("webhooks.worker_started")
+        duties = [d for d in settings.worker_duties.split(",") if d] or None
+        worker = Worker(duties=duties).start()
     yield
     if worker is not None:
-        thread, stop = worker
-        stop.set()
-        thread.join(timeout=15)
+        worker.stop(timeout=15)
 
 
 def create_app() -> FastAPI:
@@ -49,7 +49,7 @@ def create_app() -> FastAPI:
     problems.install(app)
     docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
 
-    from guanhao import jobs
+    from guanhao import jobs_api
     from guanhao.audit import api as audit_api
     from guanhao.auth import api as auth_api
     from guanhao.events import api as events_api
@@ -68,7 +68,7 @@ def create_app() -> FastAPI:
         audit_api.router,
         events_api.router,
         auth_api.router,
-        jobs.router,
+        jobs_api.router,
         operators_api.router,
         posting_api.router,
         waves_api.router,

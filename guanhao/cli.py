@@ -1,4 +1,5 @@
-"""The `guanhao` command: serve, db upgrade, demo-data, api-keys create, users create, jobs run, waves, events deliver, audit verify."""
+"""The `guanhao` command: serve, worker, db upgrade, demo-data, api-keys create, users create, jobs run, waves,
+events deliver, audit verify."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,19 +76,25 @@ def get_engine_url() -> str:
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(help="HTTP worker processes")] = 1,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="run no background worker here (run `guanhao worker` apart)")
+    ] = False,
     deliver_webhooks: Annotated[
-        bool, typer.Option(help="also run the webhook delivery worker in this process")
+        bool, typer.Option(help="kept for older scripts: the embedded worker delivers webhooks anyway")
     ] = False,
 ) -> None:
-    """Serve the HTTP API; brings the database schema up to date first."""
+    """Serve the HTTP API; brings the database schema up to date first. Unless --no-worker, one background worker
+    (waves, webhook deliveries, expiry sweeps, purges) runs beside the server — one per `serve`, whatever
+    --workers says; more run with `guanhao worker`."""
     import os
 
     import uvicorn
 
-    if deliver_webhooks:
-        os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "1"
-        get_settings.cache_clear()
+    # The app's own worker stays off: the one embedded worker lives in this (the parent) process.
+    os.environ["GUANHAO_WORKER"] = "0"
+    os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "0"
+    get_settings.cache_clear()
     _links_follow(host, port)
 
     import structlog
@@ -104,19 +111,70 @@ def serve(
         database=get_engine_url(),
         sandbox=get_settings().sandbox,
         workers=workers,
+        background_worker=not no_worker,
     )
-    with _metrics_dir(workers):
-        # No log_config: uvicorn's loggers go through our JSON formatter (each worker's app factory
-        # configures logging again); no uvicorn access log, which would write raw paths and queries.
-        uvicorn.run(
-            "guanhao.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_config=None,
-        )
+    embedded = None
+    if not no_worker:
+        import signal
+
+        from guanhao.worker.runner import Worker, default_id
+
+        embedded = Worker(f"serve-{default_id()}").start()
+        # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, with the handlers found before, once
+        # it has shut down: these let the worker finish its run in hand (below) instead of dying with the process.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: embedded.stop_event.set() if embedded else None)
+    try:
+        with _metrics_dir(workers):
+            # No log_config: uvicorn's loggers go through our JSON formatter (each worker's app factory
+            # configures logging again); no uvicorn access log, which would write raw paths and queries.
+            uvicorn.run(
+                "guanhao.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                access_log=False,
+                log_config=None,
+            )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@app.command()
+def worker(
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="this worker's name in the duty table (default: host-pid)")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="run every due duty once (running waves to their end), then exit")] = False,
+) -> None:
+    """Run the background duties — waves, webhook deliveries, expiry sweeps, purges — until SIGTERM/SIGINT. Any
+    number of workers may share one database: they never do the same item twice."""
+    import signal
+
+    import structlog
+
+    from guanhao import logs
+    from guanhao.worker.runner import Worker
+
+    _startup_checks()
+    _upgrade_schema()
+    logs.configure(get_settings().log_level)
+    w = Worker(worker_id)
+    log = structlog.get_logger("guanhao.cli")
+    if once:
+        done = w.run_once()
+        log.info("worker.once", worker=w.id, processed=done)
+        return
+
+    def stop(signum, _frame) -> None:
+        log.info("worker.stopping", worker=w.id, signal=signal.Signals(signum).name)
+        w.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    w.run_forever()
 
 
 @contextmanager
@@ -218,11 +276,14 @@ def users_create(
 
 
 @jobs_app.command("run")
-def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | purge-idempotency-keys")]) -> None:
-    """Run a job once, now (service clock)."""
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="expire-confirmations | expire-pending-changes | purge-idempotency-keys")],
+) -> None:
+    """Run a job once, now (service clock); recorded as the duty's last run."""
     from guanhao import clock, jobs
     from guanhao.db import session_scope
     from guanhao.policy import get_policy
+    from guanhao.worker import scheduler
 
     if name not in jobs.JOBS:
         console.print(f"[red]unknown job {name}; known: {', '.join(jobs.JOBS)}[/red]")
@@ -231,6 +292,7 @@ def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | pu
     _upgrade_schema()
     with console.status(f"running {name}…"), session_scope() as session:
         processed = jobs.run(session, name, get_policy(), clock.now(session))
+        scheduler.note(session, name, "cli", now=clock.real_now(), processed=processed)
     console.print(f"{name}: processed {processed}")
 
 

@@ -41,6 +41,7 @@ from guanhao.upgrades.models import (
     Wave,
     WaveSkip,
     WaveState,
+    WaveWorker,
 )
 
 CHUNK = 1000
@@ -111,6 +112,36 @@ def get(session: Session, wave_id: str) -> Wave:
     return wave
 
 
+def running(session: Session) -> list[str]:
+    """R-11: the waves some worker should be working on, oldest first (workers pick them up by themselves)."""
+    return list(
+        session.scalars(select(Wave.id).where(Wave.status == WaveState.RUNNING.value).order_by(Wave.created_at))
+    )
+
+
+def workers(session: Session, wave_id: str) -> list[WaveWorker]:
+    """Each worker's share of a wave: chunks and shops it committed, its last heartbeat."""
+    return list(
+        session.scalars(select(WaveWorker).where(WaveWorker.wave_id == wave_id).order_by(WaveWorker.first_seen_at))
+    )
+
+
+def _heartbeat(session: Session, wave_id: str, worker: str, outcome: Outcome) -> None:
+    """A worker's share moves in the chunk's own transaction, so it is exact even for a worker killed next."""
+    at = clock.real_now()
+    row = session.get(WaveWorker, (wave_id, worker))
+    if row is None:
+        row = WaveWorker(
+            wave_id=wave_id, worker_id=worker, chunks=0, scanned=0, upgraded=0, skipped=0, first_seen_at=at
+        )
+        session.add(row)
+    row.chunks += 1
+    row.scanned += outcome.scanned
+    row.upgraded += outcome.upgraded
+    row.skipped += outcome.skipped
+    row.heartbeat_at = at
+
+
 # ---------------------------------------------------------------- the work
 
 
@@ -121,19 +152,27 @@ def work(
     chunk: int = CHUNK,
     progress: Callable[[Wave], None] | None = None,
     tally: Outcome | None = None,
+    worker: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Wave:
     """R-11: runs (or resumes, or joins) a wave until it is done. Safe to run in several processes at once.
 
-    `tally`, if given, adds up what this call itself committed (one worker's share of the wave)."""
+    `tally`, if given, adds up what this call itself committed (one worker's share of the wave); `worker`
+    names the caller in the wave's per-worker progress. `stop` is asked between chunks: when it answers
+    True the call returns with the wave still running, for another worker (or this one, later) to go on."""
     after = ""
     restarted = False
     retries = 0
+    pause = False
     while True:
+        if pause:
+            time.sleep(0.2)
+            pause = False
         try:
             with session_scope() as session:
                 now = clock.now(session)
                 wave = get(session, wave_id)
-                if wave.status != WaveState.RUNNING:
+                if wave.status != WaveState.RUNNING or (stop is not None and stop()):
                     return wave
                 budget = wave.limit - wave.upgraded
                 outcome = (
@@ -142,13 +181,21 @@ def work(
                     else _chunk(session, wave, policy, now=now, after=after, size=chunk, budget=budget)
                 )
                 if outcome is None:
-                    if after and not restarted and budget > 0:
-                        # Shops a killed or concurrent worker held when we passed them: one more sweep.
+                    if budget > 0 and _claim(
+                        session, wave_id=wave.id, min_score=wave.min_experience_score, after="", size=1, lock=False
+                    ):
+                        # Candidates left that this worker could not claim: another worker holds them in a chunk
+                        # not yet committed (or a killed one held them when we passed). Sweep again from the
+                        # start — after a pause once we have swept already — until they are committed or free:
+                        # a wave is done only when no candidate is left, never while a chunk may yet roll back.
+                        pause = restarted
                         after, restarted = "", True
                         continue
                     _finish(session, wave_id, now=now)
                     return get(session, wave_id)
                 after = outcome.last_shop_id or after
+                if worker is not None:
+                    _heartbeat(session, wave_id, worker, outcome)
             retries = 0
             if tally is not None:
                 tally.add(outcome)
@@ -215,10 +262,13 @@ def fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> Non
 
 
 def cancel(session: Session, wave_id: str, *, actor: str, now: dt.datetime) -> Wave:
-    """Staff stop a wave: the chunk in hand finishes, no new one starts; what it upgraded stays (R-11)."""
+    """R-11: staff stop a running (or failed) wave: the chunks in hand finish, no new one starts; what it upgraded
+    stays. A wave that is done or cancelled already is refused (WAVE_FINISHED)."""
     wave = session.get(Wave, wave_id, with_for_update=True)
     if wave is None:
         raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
+    if WaveState.CANCELLED not in WAVE_TRANSITIONS[WaveState(wave.status)]:
+        raise errors.WaveFinished(_l("The wave is {state} already", state=wave.status))
     return transition(session, wave, WaveState.CANCELLED, actor=actor, now=now)
 
 

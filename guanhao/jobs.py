@@ -133,7 +133,14 @@ def _waves(ctx: Context) -> int:
                 break
             mine = waves.Outcome()
             try:
-                waves.work(wave_id, ctx.policy, tally=mine, worker=ctx.worker_id, stop=ctx.stop.is_set)
+                waves.work(
+                    wave_id,
+                    ctx.policy,
+                    chunk=ctx.policy.worker.wave_chunk,
+                    tally=mine,
+                    worker=ctx.worker_id,
+                    stop=ctx.stop.is_set,
+                )
             except Exception as exc:
                 log.error("wave.failed", wave_id=wave_id, error_type=type(exc).__name__)
                 with session_scope() as session:

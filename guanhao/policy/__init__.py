@@ -130,6 +130,8 @@ class Worker(_Strict):
     lease_seconds: float = Field(default=120.0, gt=0)
     # Longest sleep of an idle duty loop: how soon a worker notices a duty another worker let go of.
     poll_seconds: float = Field(default=1.0, gt=0)
+    # Shops per wave chunk (one transaction each); a killed worker loses at most its open chunk.
+    wave_chunk: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _positive(self) -> "Worker":

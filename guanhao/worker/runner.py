@@ -36,6 +36,13 @@ def nudge(duty: str) -> None:
             event.set()
 
 
+def _code(exc: BaseException) -> str | None:
+    """The database's own word for an error (SQLSTATE, SQLite code), safe to log: never a statement's values."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    return str(code) if code else None
+
+
 def default_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -135,7 +142,11 @@ class Worker:
                     return min(poll, max(0.05, (claim.until - clock.real_now()).total_seconds())), None
         except Exception as exc:
             log.warning(
-                "duty.claim_failed", duty=duty.name, error_type=type(exc).__name__, unavailable=unavailable(exc)
+                "duty.claim_failed",
+                duty=duty.name,
+                error_type=type(exc).__name__,
+                code=_code(exc),
+                unavailable=unavailable(exc),
             )
             return poll, None
         started, t0 = clock.real_now(), time.monotonic()
@@ -146,7 +157,13 @@ class Worker:
                 processed = duty.run(ctx)
         except Exception as exc:
             error = type(exc).__name__ + (f": {exc}" if isinstance(exc, jobs.WaveFailed) else "")
-            log.error("duty.failed", duty=duty.name, error_type=type(exc).__name__, unavailable=unavailable(exc))
+            log.error(
+                "duty.failed",
+                duty=duty.name,
+                error_type=type(exc).__name__,
+                code=_code(exc),
+                unavailable=unavailable(exc),
+            )
         seconds = time.monotonic() - t0
         if processed or error:
             log.info(

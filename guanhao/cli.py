@@ -91,7 +91,7 @@ def serve(
 
     import uvicorn
 
-    # The app's own worker stays off: the one embedded worker lives in this (the parent) process.
+    # The app's own worker stays off: `serve`'s one embedded worker is a process of its own, started below.
     os.environ["GUANHAO_WORKER"] = "0"
     os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "0"
     get_settings.cache_clear()
@@ -113,19 +113,18 @@ def serve(
         workers=workers,
         background_worker=not no_worker,
     )
-    embedded = None
-    if not no_worker:
-        import signal
+    # The embedded worker is a process too: the metrics of every process add up (multiprocess mode) whenever
+    # there is more than one.
+    with _metrics_dir(workers if no_worker else max(workers, 2)):
+        embedded = None if no_worker else _embedded_worker()
+        if embedded is not None:
+            import signal
 
-        from guanhao.worker.runner import Worker, default_id
-
-        embedded = Worker(f"serve-{default_id()}").start()
-        # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, with the handlers found before, once
-        # it has shut down: these let the worker finish its run in hand (below) instead of dying with the process.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: embedded.stop_event.set() if embedded else None)
-    try:
-        with _metrics_dir(workers):
+            # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, with the handlers found before,
+            # once it has shut down: with these it then returns, and the worker is stopped gracefully below.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: None)
+        try:
             # No log_config: uvicorn's loggers go through our JSON formatter (each worker's app factory
             # configures logging again); no uvicorn access log, which would write raw paths and queries.
             uvicorn.run(
@@ -137,9 +136,35 @@ def serve(
                 access_log=False,
                 log_config=None,
             )
-    finally:
-        if embedded is not None:
-            embedded.stop()
+        finally:
+            if embedded is not None:
+                _stop_embedded(embedded)
+
+
+def _embedded_worker():
+    """`serve`'s one background worker: a `guanhao worker` process of its own (whatever --workers says), so that
+    a wave's planning never takes the interpreter from requests; it stops when `serve` does, or finds itself
+    orphaned if `serve` is killed."""
+    import os
+    import subprocess
+    import sys
+
+    from guanhao.worker.runner import default_id
+
+    env = os.environ | {"GUANHAO_WORKER_PARENT": str(os.getpid())}
+    return subprocess.Popen([sys.executable, "-m", "guanhao.cli", "worker", "--id", f"serve-{default_id()}"], env=env)
+
+
+def _stop_embedded(proc) -> None:
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @app.command()
@@ -151,6 +176,7 @@ def worker(
 ) -> None:
     """Run the background duties — waves, webhook deliveries, expiry sweeps, purges — until SIGTERM/SIGINT. Any
     number of workers may share one database: they never do the same item twice."""
+    import os
     import signal
 
     import structlog
@@ -174,7 +200,13 @@ def worker(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    w.run_forever()
+    parent = int(os.environ.get("GUANHAO_WORKER_PARENT") or 0)  # set by `serve` for its embedded worker
+    w.start()
+    while not w.stop_event.wait(0.5):
+        if parent and os.getppid() != parent:
+            log.warning("worker.orphaned", worker=w.id, parent=parent)
+            break
+    w.stop()
 
 
 @contextmanager

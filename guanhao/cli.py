@@ -152,12 +152,7 @@ def _embedded_worker():
     from guanhao.worker.runner import default_id
 
     env = os.environ | {"GUANHAO_WORKER_PARENT": str(os.getpid())}
-    # Background work yields the processor to requests (and to the server's own start).
-    return subprocess.Popen(
-        [sys.executable, "-m", "guanhao.cli", "worker", "--id", f"serve-{default_id()}"],
-        env=env,
-        preexec_fn=lambda: os.nice(10),  # no threads yet in this process
-    )
+    return subprocess.Popen([sys.executable, "-m", "guanhao.cli", "worker", "--id", f"serve-{default_id()}"], env=env)
 
 
 def _stop_embedded(proc) -> None:

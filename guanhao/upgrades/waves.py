@@ -163,11 +163,7 @@ def work(
     after = ""
     restarted = False
     retries = 0
-    pause = False
     while True:
-        if pause:
-            time.sleep(0.2)
-            pause = False
         try:
             with session_scope() as session:
                 now = clock.now(session)
@@ -181,14 +177,16 @@ def work(
                     else _chunk(session, wave, policy, now=now, after=after, size=chunk, budget=budget)
                 )
                 if outcome is None:
-                    if budget > 0 and _claim(
+                    left = budget > 0 and _claim(
                         session, wave_id=wave.id, min_score=wave.min_experience_score, after="", size=1, lock=False
-                    ):
+                    )
+                    if left:
                         # Candidates left that this worker could not claim: another worker holds them in a chunk
-                        # not yet committed (or a killed one held them when we passed). Sweep again from the
-                        # start — after a pause once we have swept already — until they are committed or free:
+                        # not yet committed (or a killed one held them when we passed). Once we have swept from the
+                        # start already, wait for that chunk to end — a lock wait, no polling — then sweep again:
                         # a wave is done only when no candidate is left, never while a chunk may yet roll back.
-                        pause = restarted
+                        if restarted:
+                            _wait_for_shop(session, left[0].id)
                         after, restarted = "", True
                         continue
                     _finish(session, wave_id, now=now)
@@ -212,6 +210,12 @@ def work(
                 with session_scope() as session:
                     fail(session, wave_id, "gave up after repeated conflicts", now=clock.now(session))
                 raise
+
+
+def _wait_for_shop(session: Session, shop_id: str) -> None:
+    """Blocks until whichever transaction holds `shop_id` (another worker's chunk) commits or rolls back. SQLite
+    has no row locks: its writers never overlap, so there is nothing to wait for."""
+    session.execute(select(Shop.id).where(Shop.id == shop_id).with_for_update(of=Shop))
 
 
 def transition(

@@ -231,7 +231,7 @@ def submit(
             "consent": consent,
         },
     )
-    data = _event_data(app)
+    data = lifecycle.event_data_of(app)
     events.emit(session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=data)
     # the capability travels towards the holder only: this event (the platform's app asks the holder
     # with it) and the SMS to the holder's phone.
@@ -297,21 +297,6 @@ def confirmation_url(public_url: str, token: str) -> str:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _event_data(app: Application, **extra: object) -> dict:
-    return lifecycle.event_data(
-        application_id=app.id,
-        shop_id=app.shop_id,
-        account_id=app.account_id,
-        subject_id=app.subject_id,
-        origin=app.origin,
-        status=app.status,
-        account_type=app.account_type,
-        attempt=app.attempt,
-        reasons=[r["code"] for r in app.reasons],
-        **extra,
-    )
 
 
 # ---------------------------------------------------------------- the holder answers

@@ -134,15 +134,16 @@ def kill_a_worker_mid_wave(sql, live_server, admin_headers, tmp_path, *, shops: 
             assert r.status_code == 202, r.text
             wave_id = r.json()["wave_id"]
 
-            # Both workers have committed chunks of the wave, which is still running: kill the one with more.
-            def both_working() -> bool:
+            # A worker has committed chunks of the wave, which is still running: kill the one with more (on SQLite
+            # the other one may not have had its turn at the write lock yet).
+            def working() -> bool:
                 assert all(p.poll() is None for p in procs.values()), [
                     (tmp_path / f"{n}.log").read_text() for n in procs
                 ]
                 s = shares(sql, wave_id)
-                return len(s) == 2 and min(x["chunks"] for x in s.values()) >= 1
+                return bool(s) and max(x["chunks"] for x in s.values()) >= 1
 
-            wait_until("both workers to commit chunks", both_working, timeout=120)
+            wait_until("a worker to commit chunks", working, timeout=120)
             before = shares(sql, wave_id)
             victim = max(before, key=lambda n: before[n]["chunks"])
             survivor = next(n for n in procs if n != victim)
@@ -175,7 +176,7 @@ def kill_a_worker_mid_wave(sql, live_server, admin_headers, tmp_path, *, shops: 
     # Each worker's share was committed with its chunks: the killed one's stops where it died, and they add up.
     after = shares(sql, wave_id)
     assert after[victim]["chunks"] >= before[victim]["chunks"]
-    assert after[survivor]["chunks"] > before[survivor]["chunks"]
+    assert after[survivor]["chunks"] > before.get(survivor, {"chunks": 0})["chunks"]
     for figure in ("scanned", "upgraded", "skipped"):
         assert sum(s[figure] for s in after.values()) == wave[figure], figure
     assert {w["worker_id"]: w["chunks"] for w in body["workers"]} == {n: s["chunks"] for n, s in after.items()}

@@ -6,7 +6,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, console, docs, health_api, jobs, logs, metrics_api, problems, reader
+from guanhao import __version__, console, docs, health_api, jobs_api, logs, metrics_api, problems, reader
 from guanhao.audit import api as audit_api
 from guanhao.auth import api as auth_api
 from guanhao.bodies import BodyMiddleware
@@ -14,7 +14,6 @@ from guanhao.events import api as events_api
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.operators import api as operators_api
-from guanhao.policy import get_policy
 from guanhao.posting import api as posting_api
 from guanhao.sandbox import api as sandbox_api
 from guanhao.settings import get_settings
@@ -22,7 +21,7 @@ from guanhao.subjects import api as subjects_api
 from guanhao.upgrades import api as upgrades_api
 from guanhao.upgrades import waves_api
 from guanhao.webhooks import api as webhooks_api
-from guanhao.webhooks import worker as webhooks
+from guanhao.worker.runner import Worker
 
 API = "/api/v1"
 # The one route whose body is read as a stream (NDJSON), with its own size limit.
@@ -33,18 +32,19 @@ log = structlog.get_logger("guanhao.app")
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     await reader.open_pool()
+    # A worker inside the app (GUANHAO_WORKER=1, or the older GUANHAO_DELIVER_WEBHOOKS=1): for an app served by
+    # something other than `guanhao serve`, which runs its own embedded worker process beside the server.
     worker = None
-    if get_settings().deliver_webhooks:
-        worker = webhooks.start_thread(get_policy())
-        log.info("webhooks.worker_started")
+    settings = get_settings()
+    if settings.worker or settings.deliver_webhooks:
+        duties = [d for d in settings.worker_duties.split(",") if d] or None
+        worker = Worker(duties=duties).start()
     try:
         yield
     finally:
         await reader.close_pool()
         if worker is not None:
-            thread, stop = worker
-            stop.set()
-            thread.join(timeout=15)
+            worker.stop(timeout=15)
 
 
 class _App(FastAPI):
@@ -78,7 +78,7 @@ def create_app() -> FastAPI:
         audit_api.router,
         events_api.router,
         auth_api.router,
-        jobs.router,
+        jobs_api.router,
         operators_api.router,
         posting_api.router,
         waves_api.router,

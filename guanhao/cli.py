@@ -1,4 +1,5 @@
-"""The `guanhao` command: serve, db upgrade, demo-data, api-keys create, users create, jobs run, waves, events deliver, audit verify.
+"""The `guanhao` command: serve, worker, db upgrade, demo-data, api-keys create, users create, jobs run, waves,
+events deliver, audit verify.
 
 The domain (SQLAlchemy, FastAPI, the services) is imported inside the command that needs it, not here: `guanhao
 --help` then costs 0.5 s of CPU instead of 2 s (measured), and `serve` sets up PROMETHEUS_MULTIPROC_DIR before
@@ -8,6 +9,8 @@ prometheus-client is first imported (it reads the variable at import). A comment
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -88,15 +91,21 @@ def get_engine_url() -> str:
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(help="HTTP worker processes")] = 1,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="run no background worker here (run `guanhao worker` apart)")
+    ] = False,
     deliver_webhooks: Annotated[
-        bool, typer.Option(help="also run the webhook delivery worker in this process")
+        bool, typer.Option(help="kept for older scripts: the embedded worker delivers webhooks anyway")
     ] = False,
 ) -> None:
-    """Serve the HTTP API; brings the database schema up to date first."""
-    if deliver_webhooks:
-        os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "1"
-        get_settings.cache_clear()
+    """Serve the HTTP API; brings the database schema up to date first. Unless --no-worker, one background worker
+    (waves, webhook deliveries, expiry sweeps, purges) runs beside the server — one per `serve`, whatever
+    --workers says; more run with `guanhao worker`."""
+    # The app's own worker stays off: `serve`'s one embedded worker is a process of its own, started below.
+    os.environ["GUANHAO_WORKER"] = "0"
+    os.environ["GUANHAO_DELIVER_WEBHOOKS"] = "0"
+    get_settings.cache_clear()
     _links_follow(host, port)
     # deferred: the domain loads only for the command that runs (see the module docstring)
     from guanhao import logs
@@ -111,19 +120,91 @@ def serve(
         database=get_engine_url(),
         sandbox=get_settings().sandbox,
         workers=workers,
+        background_worker=not no_worker,
     )
-    with _metrics_dir(workers):
-        # No log_config: uvicorn's loggers go through our JSON formatter (each worker's app factory
-        # configures logging again); no uvicorn access log, which would write raw paths and queries.
-        uvicorn.run(
-            "guanhao.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_config=None,
-        )
+    # The embedded worker is a process too: the metrics of every process add up (multiprocess mode) whenever
+    # there is more than one.
+    with _metrics_dir(workers if no_worker else max(workers, 2)):
+        embedded = None if no_worker else _embedded_worker()
+        if embedded is not None:
+            # uvicorn takes SIGTERM/SIGINT while it serves and raises them again, with the handlers found before,
+            # once it has shut down: with these it then returns, and the worker is stopped gracefully below.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: None)
+        try:
+            # No log_config: uvicorn's loggers go through our JSON formatter (each worker's app factory
+            # configures logging again); no uvicorn access log, which would write raw paths and queries.
+            uvicorn.run(
+                "guanhao.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                access_log=False,
+                log_config=None,
+            )
+        finally:
+            if embedded is not None:
+                _stop_embedded(embedded)
+
+
+def _embedded_worker():
+    """`serve`'s one background worker: a `guanhao worker` process of its own (whatever --workers says), so that
+    a wave's planning never takes the interpreter from requests; it stops when `serve` does, or finds itself
+    orphaned if `serve` is killed."""
+    # deferred: the domain loads only for the command that runs (see the module docstring)
+    from guanhao.worker.runner import default_id
+
+    env = os.environ | {"GUANHAO_WORKER_PARENT": str(os.getpid())}
+    return subprocess.Popen([sys.executable, "-m", "guanhao.cli", "worker", "--id", f"serve-{default_id()}"], env=env)
+
+
+def _stop_embedded(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@app.command()
+def worker(
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="this worker's name in the duty table (default: host-pid)")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="run every due duty once (running waves to their end), then exit")] = False,
+) -> None:
+    """Run the background duties — waves, webhook deliveries, expiry sweeps, purges — until SIGTERM/SIGINT. Any
+    number of workers may share one database: they never do the same item twice."""
+    # deferred: the domain loads only for the command that runs (see the module docstring)
+    from guanhao import logs
+    from guanhao.worker.runner import Worker
+
+    _startup_checks()
+    _upgrade_schema()
+    logs.configure(get_settings().log_level)
+    w = Worker(worker_id)
+    log = structlog.get_logger("guanhao.cli")
+    if once:
+        done = w.run_once()
+        log.info("worker.once", worker=w.id, processed=done)
+        return
+
+    def stop(signum, _frame) -> None:
+        log.info("worker.stopping", worker=w.id, signal=signal.Signals(signum).name)
+        w.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    parent = int(os.environ.get("GUANHAO_WORKER_PARENT") or 0)  # set by `serve` for its embedded worker
+    w.start()
+    while not w.stop_event.wait(0.5):
+        if parent and os.getppid() != parent:
+            log.warning("worker.orphaned", worker=w.id, parent=parent)
+            break
+    w.stop()
 
 
 @contextmanager
@@ -220,11 +301,14 @@ def users_create(
 
 
 @jobs_app.command("run")
-def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | purge-idempotency-keys")]) -> None:
-    """Run a job once, now (service clock)."""
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="expire-confirmations | expire-pending-changes | purge-idempotency-keys")],
+) -> None:
+    """Run a job once, now (service clock); recorded as the duty's last run."""
     # deferred: the domain loads only for the command that runs (see the module docstring)
     from guanhao import clock, jobs
     from guanhao.db import session_scope
+    from guanhao.worker import scheduler
 
     if name not in jobs.JOBS:
         console.print(f"[red]unknown job {name}; known: {', '.join(jobs.JOBS)}[/red]")
@@ -233,6 +317,7 @@ def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | pu
     _upgrade_schema()
     with console.status(f"running {name}…"), session_scope() as session:
         processed = jobs.run(session, name, get_policy(), clock.now(session))
+        scheduler.note(session, name, "cli", now=clock.real_now(), processed=processed)
     console.print(f"{name}: processed {processed}")
 
 

@@ -104,6 +104,10 @@ class InvalidTransition(DomainError):
     code, status, title = "INVALID_TRANSITION", 409, _l("Not allowed in the current state")
 
 
+class WaveFinished(DomainError):
+    code, status, title = "WAVE_FINISHED", 409, _l("The wave has finished")
+
+
 class CancelWindowClosed(DomainError):
     code, status, title = "CANCEL_WINDOW_CLOSED", 409, _l("The cancel window has closed")
 

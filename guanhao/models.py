@@ -10,8 +10,9 @@ from guanhao.operators.models import PendingChange
 from guanhao.posting.models import PostingCounter
 from guanhao.sandbox.models import SmsMessage
 from guanhao.subjects.models import Account, Shop, Subject
-from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot, Wave, WaveSkip
+from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot, Wave, WaveSkip, WaveWorker
 from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
+from guanhao.worker.models import DutyRow
 
 __all__ = [
     "Account",
@@ -21,6 +22,7 @@ __all__ = [
     "Base",
     "Consent",
     "ConsoleSession",
+    "DutyRow",
     "IdempotencyRecord",
     "LoginThrottle",
     "OfficialAccount",
@@ -35,6 +37,7 @@ __all__ = [
     "User",
     "Wave",
     "WaveSkip",
+    "WaveWorker",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

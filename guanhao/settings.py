@@ -28,8 +28,13 @@ class Settings(BaseSettings):
     # from its --host and --port when it is not given; this default is for commands that serve nothing.
     public_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
-    # Run the webhook delivery worker inside `serve` (also: `serve --deliver-webhooks`).
+    # Run a worker (every background duty) inside the app itself. `guanhao serve` runs one beside the server
+    # on its own (unless --no-worker) and sets this off for the app; it is for apps served otherwise, and tests.
+    worker: bool = False
+    # The older name of `worker`.
     deliver_webhooks: bool = False
+    # Comma-separated duties of the app's worker (empty: every duty).
+    worker_duties: str = ""
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=40, ge=0)
     # Request bodies (API.md: past the limit, 413 PAYLOAD_TOO_LARGE at once). JSON routes are buffered up to

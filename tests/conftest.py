@@ -119,9 +119,15 @@ def engine(database):
 
 
 @pytest.fixture
-def app(database):
+def app(database, monkeypatch):
+    """The app, with a worker inside that runs only the waves duty: waves started over the API are worked by
+    workers (R-11), and the other duties (expiry sweeps, deliveries) stay under each test's control."""
     from guanhao.app import create_app
+    from guanhao.settings import get_settings
 
+    monkeypatch.setenv("GUANHAO_WORKER", "1")
+    monkeypatch.setenv("GUANHAO_WORKER_DUTIES", "waves")
+    get_settings.cache_clear()
     return create_app()
 
 

@@ -122,6 +122,25 @@ class Login(_Strict):
     session_hours: int = Field(default=12, ge=1)
 
 
+class Worker(_Strict):
+    """The background worker (`guanhao worker`): how often each duty runs, and how long a worker holds a duty it
+    took. `intervals` names duties of guanhao.jobs.DUTIES; a duty not named keeps its registered default."""
+
+    intervals: dict[str, float] = Field(default_factory=dict)
+    lease_seconds: float = Field(default=120.0, gt=0)
+    # Longest sleep of an idle duty loop: how soon a worker notices a duty another worker let go of.
+    poll_seconds: float = Field(default=1.0, gt=0)
+    # Shops per wave chunk (one transaction each); a killed worker loses at most its open chunk.
+    wave_chunk: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Worker":
+        for name, seconds in self.intervals.items():
+            if seconds <= 0:
+                raise ValueError(f"worker.intervals.{name} must be more than 0 seconds")
+        return self
+
+
 class Policy(_Strict):
     eligibility: Eligibility
     quotas: Quotas
@@ -135,6 +154,7 @@ class Policy(_Strict):
     idempotency: Idempotency
     webhooks: Webhooks
     login: Login = Login()
+    worker: Worker = Worker()
     upgrade_deadline: dt.datetime | None = None
 
     @model_validator(mode="after")
@@ -191,6 +211,18 @@ def _coerce(raw: dict) -> dict:
         and not isinstance(auto.get("min_experience_score"), bool)
     ):
         out["auto_upgrade"] = {**auto, "min_experience_score": float(auto["min_experience_score"])}
+    worker = out.get("worker")
+    if isinstance(worker, dict):
+        worker = dict(worker)
+        for key in ("lease_seconds", "poll_seconds"):
+            if isinstance(worker.get(key), int) and not isinstance(worker.get(key), bool):
+                worker[key] = float(worker[key])
+        if isinstance(worker.get("intervals"), dict):
+            worker["intervals"] = {
+                k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in worker["intervals"].items()
+            }
+        out["worker"] = worker
     return out
 
 

@@ -256,6 +256,22 @@ class Wave(Base):
     )
 
 
+class WaveWorker(Base):
+    """One worker's share of a wave (R-11): the chunks it committed and the shops they counted, written in each
+    chunk's own transaction, and when it last committed one (real time)."""
+
+    __tablename__ = "auto_upgrade_wave_workers"
+
+    wave_id: Mapped[str] = mapped_column(ForeignKey("auto_upgrade_waves.id"), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    scanned: Mapped[int] = mapped_column(Integer, default=0)
+    upgraded: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class WaveSkip(Base):
     """A shop a wave looked at and left, with why (a counted reason, R-11); a resumed wave does not look at it
     again."""

@@ -41,6 +41,7 @@ from guanhao.upgrades.models import (
     Wave,
     WaveSkip,
     WaveState,
+    WaveWorker,
 )
 
 CHUNK = 1000
@@ -119,6 +120,36 @@ def recent(session: Session, *, limit: int, status: str | None = None) -> list[W
     return list(session.scalars(stmt))
 
 
+def running(session: Session) -> list[str]:
+    """R-11: the waves some worker should be working on, oldest first (workers pick them up by themselves)."""
+    return list(
+        session.scalars(select(Wave.id).where(Wave.status == WaveState.RUNNING.value).order_by(Wave.created_at))
+    )
+
+
+def workers(session: Session, wave_id: str) -> list[WaveWorker]:
+    """Each worker's share of a wave: chunks and shops it committed, its last heartbeat."""
+    return list(
+        session.scalars(select(WaveWorker).where(WaveWorker.wave_id == wave_id).order_by(WaveWorker.first_seen_at))
+    )
+
+
+def _heartbeat(session: Session, wave_id: str, worker: str, outcome: Outcome) -> None:
+    """A worker's share moves in the chunk's own transaction, so it is exact even for a worker killed next."""
+    at = clock.real_now()
+    row = session.get(WaveWorker, (wave_id, worker))
+    if row is None:
+        row = WaveWorker(
+            wave_id=wave_id, worker_id=worker, chunks=0, scanned=0, upgraded=0, skipped=0, first_seen_at=at
+        )
+        session.add(row)
+    row.chunks += 1
+    row.scanned += outcome.scanned
+    row.upgraded += outcome.upgraded
+    row.skipped += outcome.skipped
+    row.heartbeat_at = at
+
+
 # ---------------------------------------------------------------- the work
 
 
@@ -129,10 +160,14 @@ def work(
     chunk: int = CHUNK,
     progress: Callable[[Wave], None] | None = None,
     tally: Outcome | None = None,
+    worker: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Wave:
     """R-11: runs (or resumes, or joins) a wave until it is done. Safe to run in several processes at once.
 
-    `tally`, if given, adds up what this call itself committed (one worker's share of the wave)."""
+    `tally`, if given, adds up what this call itself committed (one worker's share of the wave); `worker`
+    names the caller in the wave's per-worker progress. `stop` is asked between chunks: when it answers
+    True the call returns with the wave still running, for another worker (or this one, later) to go on."""
     after = ""
     restarted = False
     retries = 0
@@ -141,7 +176,7 @@ def work(
             with session_scope() as session:
                 now = clock.now(session)
                 wave = get(session, wave_id)
-                if wave.status != WaveState.RUNNING:
+                if wave.status != WaveState.RUNNING or (stop is not None and stop()):
                     return wave
                 budget = wave.limit - wave.upgraded
                 outcome = (
@@ -150,13 +185,23 @@ def work(
                     else _chunk(session, wave, policy, now=now, after=after, size=chunk, budget=budget)
                 )
                 if outcome is None:
-                    if after and not restarted and budget > 0:
-                        # Shops a killed or concurrent worker held when we passed them: one more sweep.
+                    left = budget > 0 and _claim(
+                        session, wave_id=wave.id, min_score=wave.min_experience_score, after="", size=1, lock=False
+                    )
+                    if left:
+                        # Candidates left that this worker could not claim: another worker holds them in a chunk
+                        # not yet committed (or a killed one held them when we passed). Once we have swept from the
+                        # start already, wait for that chunk to end — a lock wait, no polling — then sweep again:
+                        # a wave is done only when no candidate is left, never while a chunk may yet roll back.
+                        if restarted:
+                            _wait_for_shop(session, left[0].id)
                         after, restarted = "", True
                         continue
                     _finish(session, wave_id, now=now)
                     return get(session, wave_id)
                 after = outcome.last_shop_id or after
+                if worker is not None:
+                    _heartbeat(session, wave_id, worker, outcome)
             retries = 0
             if tally is not None:
                 tally.add(outcome)
@@ -173,6 +218,12 @@ def work(
                 with session_scope() as session:
                     fail(session, wave_id, "gave up after repeated conflicts", now=clock.now(session))
                 raise
+
+
+def _wait_for_shop(session: Session, shop_id: str) -> None:
+    """Blocks until whichever transaction holds `shop_id` (another worker's chunk) commits or rolls back. SQLite
+    has no row locks: its writers never overlap, so there is nothing to wait for."""
+    session.execute(select(Shop.id).where(Shop.id == shop_id).with_for_update(of=Shop))
 
 
 def transition(
@@ -223,10 +274,13 @@ def fail(session: Session, wave_id: str, error: str, *, now: dt.datetime) -> Non
 
 
 def cancel(session: Session, wave_id: str, *, actor: str, now: dt.datetime) -> Wave:
-    """Staff stop a wave: the chunk in hand finishes, no new one starts; what it upgraded stays (R-11)."""
+    """R-11: staff stop a running (or failed) wave: the chunks in hand finish, no new one starts; what it upgraded
+    stays. A wave that is done or cancelled already is refused (WAVE_FINISHED)."""
     wave = session.get(Wave, wave_id, with_for_update=True)
     if wave is None:
         raise errors.NotFound(_l("Wave {wave_id} not found", wave_id=wave_id))
+    if WaveState.CANCELLED not in WAVE_TRANSITIONS[WaveState(wave.status)]:
+        raise errors.WaveFinished(_l("The wave is {state} already", state=wave.status))
     return transition(session, wave, WaveState.CANCELLED, actor=actor, now=now)
 
 

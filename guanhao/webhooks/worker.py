@@ -1,4 +1,5 @@
-"""The delivery worker: `guanhao events deliver`, or a thread inside `guanhao serve --deliver-webhooks`."""
+"""Webhook delivery rounds: the `deliver-webhooks` duty of every worker (guanhao.jobs), and `guanhao events
+deliver` on its own."""
 
 import datetime as dt
 import threading

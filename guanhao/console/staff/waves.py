@@ -10,7 +10,7 @@ from guanhao.console.session import CurrentVisit, Form
 from guanhao.console.staff.common import render, router, staff
 from guanhao.console.staff.dashboard import reason_label
 from guanhao.i18n import _l
-from guanhao.upgrades import waves, waves_api
+from guanhao.upgrades import waves
 from guanhao.upgrades.models import WaveState
 
 HISTORY = 30
@@ -76,7 +76,7 @@ def wave_list(
 
 @router.post("/waves")
 def start(current: CurrentVisit, form: Form):
-    """开始升级: `waves.start` (audited, R-60), then the work as the API's POST hands it on."""
+    """开始升级: `waves.start` (audited, R-60), as the API's POST; the workers pick the running wave up (R-11)."""
     viewer = staff(current)
     number, score, problems = _figures(str(form.get("limit", "")), str(form.get("min_score", "")) or None)
     if number is None or problems:
@@ -85,7 +85,6 @@ def start(current: CurrentVisit, form: Form):
     with current.unit() as (session, now):
         wave = waves.start(session, limit=number, min_score=score, policy=current.policy, actor=viewer.actor, now=now)
         wave_id = wave.id
-    waves_api._run_in_background(wave_id, current.policy)
     current.flash("success", _l("Wave {wave_id} started", wave_id=wave_id))
     return pages.redirect(current, f"/staff/waves/{wave_id}")
 

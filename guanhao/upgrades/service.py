@@ -374,17 +374,25 @@ def review(
 
 
 def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
-    """R-16: the checks again, not counting the application's own reservations; a shop whose binding changed
-    meanwhile fails ACCOUNT_NOT_BOUND, and a type the merchant did not choose fails as QUOTA_EXHAUSTED."""
+    """R-16: the checks that fail now (`recheck_all`)."""
+    return rules.failed(recheck_all(session, app, policy, now=now))
+
+
+def recheck_all(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
+    """R-16: every check again, passed or not, not counting the application's own reservations; a shop whose
+    binding changed meanwhile fails ACCOUNT_NOT_BOUND, and a type the merchant did not choose fails as
+    QUOTA_EXHAUSTED. What staff see before approving is what `approve` decides on."""
     shop = session.get_one(Shop, app.shop_id)
     ctx = facts.gather(session, shop, policy, now=now, explicit_type=app.account_type, own=app)
     checks, _ = rules.evaluate(policy, ctx.facts)
-    failures = rules.failed(checks)
     if shop.official_account_id != app.account_id:
-        failures.insert(0, rules.Check("ACCOUNT_NOT_BOUND", False))
+        checks.insert(0, rules.Check("ACCOUNT_NOT_BOUND", False))
     if not app.type_chosen:
-        failures = [rules.Check("QUOTA_EXHAUSTED", False) if c.code == "TYPE_QUOTA_EXHAUSTED" else c for c in failures]
-    return failures
+        checks = [
+            rules.Check("QUOTA_EXHAUSTED", False) if c.code == "TYPE_QUOTA_EXHAUSTED" and not c.passed else c
+            for c in checks
+        ]
+    return checks
 
 
 def approve(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from _pytest.nodeid import NodeId
 
 TEST_PII_KEY = base64.b64encode(b"k" * 32).decode()
 TEST_HASH_KEY = base64.b64encode(b"h" * 32).decode()
@@ -197,12 +198,30 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    _unique_node_ids(items)
     if is_postgres():
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (set GUANHAO_TEST_POSTGRES_URL)")
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+def _unique_node_ids(items) -> None:
+    """schemathesis names each operation's item `test_x[GET /path]`, but under pytest 9 (which builds node ids
+    from `originalname`) every one has the node id `test_x`; pytest-xdist's --dist loadgroup keys its work by
+    node id, so it ran one of the 55 operations and dropped the rest without a word. Each such item gets its
+    name as its node id (pytest has no public setter), and a collection with two items of one id is refused."""
+    for item in items:
+        base, sep, last = item.nodeid.rpartition("::")
+        if sep and last != item.name and item.name.startswith(f"{last}["):
+            item._id = NodeId.parse(f"{base}::{item.name}")
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    twice = sorted(nodeid for nodeid, n in seen.items() if n > 1)
+    if twice:
+        raise pytest.UsageError(f"tests sharing a node id (pytest-xdist would run only one of each): {twice}")
 
 
 def unique(prefix: str) -> str:

@@ -230,7 +230,7 @@ def jobs_run(name: Annotated[str, typer.Argument(help="expire-confirmations | pu
     _startup_checks()
     _upgrade_schema()
     with console.status(f"running {name}…"), session_scope() as session:
-        processed = jobs.run(session, name, get_policy(), clock.now(session))
+        processed = jobs.run(session, name, get_policy(), clock.now(session), actor="cli")
     console.print(f"{name}: processed {processed}")
 
 

@@ -104,7 +104,9 @@ def create_endpoint(body: EndpointIn, call: Admin):
             errors=[{"field": "url", "type": "url_not_allowed", "message": exc.reason.render("en")}],
         ) from None
     with call.unit() as (session, now):
-        endpoint, secret = service.create_endpoint(session, target=target, event_types=body.event_types, now=now)
+        endpoint, secret = service.create_endpoint(
+            session, target=target, event_types=body.event_types, actor=call.actor, now=now
+        )
         return {**_endpoint_out(endpoint), "secret": secret}
 
 
@@ -118,7 +120,7 @@ def list_endpoints(call: Admin, cursor: CursorParam = None):
 @router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, responses=problem_responses(401, 403, 404))
 def delete_endpoint(endpoint_id: IdPath, call: Admin):
     with call.unit() as (session, _now):
-        service.remove_endpoint(session, endpoint_id, now=clock.real_now())
+        service.remove_endpoint(session, endpoint_id, actor=call.actor, now=clock.real_now())
 
 
 @router.get("/webhook-deliveries", response_model=DeliveryList, responses=problem_responses(401, 403, 422))
@@ -145,4 +147,4 @@ def list_deliveries(
 def redeliver(delivery_id: Annotated[int, Path(ge=1, le=INT32_MAX)], call: Admin):
     with call.unit() as (session, _now):
         # the worker's clock: a redelivery is due now in real time, whatever the sandbox clock says
-        return _delivery_out(service.redeliver(session, delivery_id, now=clock.real_now()))
+        return _delivery_out(service.redeliver(session, delivery_id, actor=call.actor, now=clock.real_now()))

@@ -39,7 +39,9 @@ def unfreeze(session: Session, *, actor: str) -> dt.datetime:
     return clock.real_now()
 
 
-def _record(session: Session, *, actor: str, action: str, before: dt.datetime | None, after: dt.datetime | None) -> None:
+def _record(
+    session: Session, *, actor: str, action: str, before: dt.datetime | None, after: dt.datetime | None
+) -> None:
     audit.record(
         session,
         at=clock.real_now(),

@@ -13,9 +13,9 @@ import json
 import random
 import secrets
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog

@@ -74,7 +74,12 @@ class World:
         """Signs a merchant user of the subject in; returns the headers of a form post (CSRF token)."""
         r = self.client.post(
             "/api/v1/admin/users",
-            json={"username": "merchant.one", "password": "s3cret-pass", "role": "merchant", "subject_id": self.subject_id},
+            json={
+                "username": "merchant.one",
+                "password": "s3cret-pass",
+                "role": "merchant",
+                "subject_id": self.subject_id,
+            },
             headers=self.admin,
         )
         assert r.status_code == 201, r.text
@@ -163,16 +168,28 @@ CALLS = {
     ),
     ("PUT", f"{API}/shops/{{shop_id}}"): lambda w: w.client.put(
         f"{API}/shops/{w.shop_id}",
-        json={"subject_id": w.subject_id, "name": "新店名", "shop_type": "flagship", "status": "active",
-              "experience_score": 4.9},
+        json={
+            "subject_id": w.subject_id,
+            "name": "新店名",
+            "shop_type": "flagship",
+            "status": "active",
+            "experience_score": 4.9,
+        },
         headers=w.admin,
-    ),  # fmt: skip
+    ),
     ("PUT", f"{API}/accounts/{{account_id}}"): lambda w: w.client.put(
         f"{API}/accounts/{w.account_id}",
-        json={"nickname": "新昵称", "followers": 13000, "status": "normal", "real_name_verified": True,
-              "violations_90d": 0, "login_phone": "13900000001", "holder": person()},
+        json={
+            "nickname": "新昵称",
+            "followers": 13000,
+            "status": "normal",
+            "real_name_verified": True,
+            "violations_90d": 0,
+            "login_phone": "13900000001",
+            "holder": person(),
+        },
         headers=w.admin,
-    ),  # fmt: skip
+    ),
     ("PUT", OFFICIAL): lambda w: w.client.put(
         f"{API}/shops/{w.api.shop(w.subject_id)}/official-account",
         json={"account_id": w.api.account()},
@@ -243,7 +260,9 @@ CALLS = {
     ),
     ("DELETE", f"{API}/sandbox/clock"): lambda w: _unfreeze(w),
     # -- the merchant console's forms
-    ("POST", "/shops/batch-upgrade"): lambda w: w.form("/shops/batch-upgrade", {"shop_id": w.shop_id, "agree_terms": "1"}),
+    ("POST", "/shops/batch-upgrade"): lambda w: w.form(
+        "/shops/batch-upgrade", {"shop_id": w.shop_id, "agree_terms": "1"}
+    ),
     ("POST", "/shops/{shop_id}/upgrade"): lambda w: w.form(f"/shops/{w.shop_id}/upgrade", {"agree_terms": "1"}),
     ("POST", "/shops/{shop_id}/applications/{application_id}/withdraw"): lambda w: w.form(
         f"/shops/{w.shop_id}/applications/{w.submitted()}/withdraw"

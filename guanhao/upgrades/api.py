@@ -10,7 +10,7 @@ from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Subject
-from guanhao.upgrades import lifecycle, lists, ownership, rules, service
+from guanhao.upgrades import lifecycle, lists, ownership, rules, service, visibility
 from guanhao.upgrades.schemas import (
     AccountTypeName,
     AdminApplicationOut,
@@ -45,11 +45,20 @@ def _visible_shop(session, call, shop_id: str, *, lock: bool = False):
     return shop
 
 
-def _visible_application(session, call, application_id: str, *, lock: bool = False):
-    app = service.get_application(session, application_id, lock=lock)
-    call.require_subject(
-        app.subject_id, not_found=_l("Application {application_id} not found", application_id=application_id)
+def _scope(call) -> str | None:
+    """R-62: whose applications the caller sees (visibility.scope_of)."""
+    principal = call.principal
+    return visibility.scope_of(
+        is_staff=principal is not None and principal.is_admin,
+        subject_id=principal.subject_id if principal is not None else None,
     )
+
+
+def _visible_application(session, call, application_id: str, *, lock: bool = False):
+    """R-62: the application if the caller's subject submitted it (staff: any); else the same 404 as a missing one."""
+    app = service.get_application(session, application_id, lock=lock)
+    if not visibility.readable(app, _scope(call)):
+        raise errors.NotFound(_l("Application {application_id} not found", application_id=application_id))
     return app
 
 
@@ -66,7 +75,7 @@ def _visible_subject(session, call, subject_id: str) -> Subject:
 def get_official_account(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
-        return official_account_out(service.official_view(session, shop, call.policy, now=now))
+        return official_account_out(service.official_view(session, shop, call.policy, now=now, scope=_scope(call)))
 
 
 @router.get("/shops/{shop_id}/eligibility", response_model=EligibilityOut, responses=_READ)
@@ -116,7 +125,9 @@ def list_subject_shops(subject_id: IdPath, call: Authenticated, cursor: CursorPa
                 "name": shop.name,
                 "shop_type": shop.shop_type,
                 "status": shop.status,
-                "official_account": official_account_out(service.official_view(session, shop, call.policy, now=now)),
+                "official_account": official_account_out(
+                    service.official_view(session, shop, call.policy, now=now, scope=_scope(call))
+                ),
             }
             for shop in shops
         ]
@@ -163,7 +174,9 @@ def get_application(application_id: IdPath, call: Authenticated):
 def list_applications(shop_id: IdPath, call: Authenticated, cursor: CursorParam = None):
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
-        apps = service.applications_for_shop(session, shop_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        apps = service.applications_for_shop(
+            session, shop_id, scope=_scope(call), before_seq=decode_cursor(cursor), limit=PAGE_SIZE
+        )
         return {
             "items": [application_out(a, call.lang, now=now) for a in apps],
             "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
@@ -281,7 +294,7 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
         service.cancel(session, shop_id, call.policy, actor=call.actor, now=now)
-        return official_account_out(service.official_view(session, shop, call.policy, now=now))
+        return official_account_out(service.official_view(session, shop, call.policy, now=now, scope=_scope(call)))
 
 
 @router.get(

@@ -4,7 +4,17 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel
 
 from guanhao import errors
-from guanhao.http import Admin, Anonymous, Authenticated, CursorParam, decode_cursor, decode_key_cursor, key_page, page
+from guanhao.http import (
+    Admin,
+    Anonymous,
+    Authenticated,
+    CursorParam,
+    decode_cursor,
+    decode_key_cursor,
+    feed_cursor,
+    key_feed_cursor,
+    page,
+)
 from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
@@ -118,7 +128,8 @@ def list_subject_shops(subject_id: IdPath, call: Authenticated, cursor: CursorPa
     `official_view`'s, one shop at a time: a page is at most PAGE_SIZE shops."""
     with call.unit() as (session, now):
         _visible_subject(session, call, subject_id)
-        shops = subjects.shops_of(session, subject_id, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        after = decode_key_cursor(cursor)
+        shops = subjects.shops_of(session, subject_id, after=after, limit=PAGE_SIZE)
         items = [
             {
                 "shop_id": shop.id,
@@ -131,7 +142,7 @@ def list_subject_shops(subject_id: IdPath, call: Authenticated, cursor: CursorPa
             }
             for shop in shops
         ]
-        return {"items": items, "next_cursor": key_page(shops, limit=PAGE_SIZE)}
+        return {"items": items, "next_cursor": key_feed_cursor(shops, after=after)}
 
 
 @router.get("/subjects/{subject_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
@@ -266,10 +277,11 @@ def admin_get_application(application_id: IdPath, call: Admin):
 @staff_router.get("/review-queue", response_model=ApplicationList, responses=_READ)
 def review_queue(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, now):
-        apps = service.review_queue(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        after = decode_cursor(cursor)
+        apps = service.review_queue(session, after_seq=after, limit=PAGE_SIZE)
         return {
             "items": [application_out(a, call.lang, now=now) for a in apps],
-            "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
+            "next_cursor": feed_cursor(apps, seq_of=lambda a: a.seq, after=after),
         }
 
 

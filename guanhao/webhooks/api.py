@@ -7,7 +7,7 @@ from pydantic_core import PydanticCustomError
 
 from guanhao import clock, errors
 from guanhao.events import types as event_types
-from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_page, page
+from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_feed_cursor, page
 from guanhao.i18n import _l
 from guanhao.schemas import INT32_MAX, IdPath, RequestBody, problem_responses
 from guanhao.settings import get_settings
@@ -113,8 +113,9 @@ def create_endpoint(body: EndpointIn, call: Admin):
 @router.get("/webhook-endpoints", response_model=EndpointList, responses=problem_responses(401, 403, 422))
 def list_endpoints(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        rows = service.endpoints(session, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [_endpoint_out(e) for e in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+        after = decode_key_cursor(cursor)
+        rows = service.endpoints(session, after=after, limit=PAGE_SIZE)
+        return {"items": [_endpoint_out(e) for e in rows], "next_cursor": key_feed_cursor(rows, after=after)}
 
 
 @router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, responses=problem_responses(401, 403, 404))

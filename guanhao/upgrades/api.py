@@ -260,15 +260,25 @@ def decline_confirmation(token: Token, call: Anonymous, request: Request):
 
 
 def _admin_application_out(session, app, lang: str, *, now) -> dict:
-    token = service.confirmation_token(app)
-    return {
+    """R-62: the holder's link is the holder's capability: outside sandbox mode it is absent here (it travels only
+    in the SMS to the holder and the `upgrade.confirmation_requested` event); in sandbox mode staff read it to test."""
+    out = {
         **application_out(app, lang, now=now),
-        "confirmation_url": service.confirmation_url(get_settings().public_url, token) if token else None,
         "consents": [consent_out(c) for c in service.consents(session, app.id)],
     }
+    settings = get_settings()
+    if settings.sandbox:
+        token = service.confirmation_token(app)
+        out["confirmation_url"] = service.confirmation_url(settings.public_url, token) if token else None
+    return out
 
 
-@staff_router.get("/upgrade-applications/{application_id}", response_model=AdminApplicationOut, responses=_READ)
+@staff_router.get(
+    "/upgrade-applications/{application_id}",
+    response_model=AdminApplicationOut,
+    response_model_exclude_unset=True,  # confirmation_url: absent outside sandbox mode, not null
+    responses=_READ,
+)
 def admin_get_application(application_id: IdPath, call: Admin):
     with call.unit() as (session, now):
         return _admin_application_out(session, service.get_application(session, application_id), call.lang, now=now)

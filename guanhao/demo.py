@@ -218,7 +218,8 @@ def _print_access(console: Console, session, public_url: str) -> None:
         f"curl -s {api}/admin/review-queue -H 'Authorization: Bearer {admin_token}'",
     ]
     holder_page = None
-    if pending is not None:
+    # the holder's link is printed for testing in sandbox mode only; outside it goes to the holder alone.
+    if pending is not None and get_settings().sandbox:
         token = upgrades.confirmation_token(pending)
         lines.append(f"curl -s -X POST {api}/confirmations/{token}/accept")
         holder_page = upgrades.confirmation_url(public_url, token)

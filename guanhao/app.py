@@ -6,11 +6,23 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, docs, health, logs, metrics, problems
+from guanhao import __version__, console, docs, health_api, jobs, logs, metrics_api, problems
+from guanhao.audit import api as audit_api
+from guanhao.auth import api as auth_api
 from guanhao.bodies import BodyMiddleware
+from guanhao.events import api as events_api
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
+from guanhao.operators import api as operators_api
+from guanhao.policy import get_policy
+from guanhao.posting import api as posting_api
+from guanhao.sandbox import api as sandbox_api
 from guanhao.settings import get_settings
+from guanhao.subjects import api as subjects_api
+from guanhao.upgrades import api as upgrades_api
+from guanhao.upgrades import waves_api
+from guanhao.webhooks import api as webhooks_api
+from guanhao.webhooks import worker as webhooks
 
 API = "/api/v1"
 # The one route whose body is read as a stream (NDJSON), with its own size limit.
@@ -22,9 +34,6 @@ log = structlog.get_logger("guanhao.app")
 async def _lifespan(app: FastAPI):
     worker = None
     if get_settings().deliver_webhooks:
-        from guanhao.policy import get_policy
-        from guanhao.webhooks import worker as webhooks
-
         worker = webhooks.start_thread(get_policy())
         log.info("webhooks.worker_started")
     yield
@@ -34,11 +43,16 @@ async def _lifespan(app: FastAPI):
         thread.join(timeout=15)
 
 
+class _App(FastAPI):
+    def openapi(self) -> dict:
+        return _openapi(self)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     # Here, not only in the CLI: each `serve --workers N` process is spawned afresh and builds its own app.
     logs.configure(settings.log_level)
-    app = FastAPI(
+    app = _App(
         lifespan=_lifespan,
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
         version=__version__,
@@ -48,17 +62,6 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
-
-    from guanhao import jobs
-    from guanhao.audit import api as audit_api
-    from guanhao.auth import api as auth_api
-    from guanhao.events import api as events_api
-    from guanhao.operators import api as operators_api
-    from guanhao.posting import api as posting_api
-    from guanhao.subjects import api as subjects_api
-    from guanhao.upgrades import api as upgrades_api
-    from guanhao.upgrades import waves_api
-    from guanhao.webhooks import api as webhooks_api
 
     for router in (
         subjects_api.router,
@@ -76,16 +79,11 @@ def create_app() -> FastAPI:
     ):
         app.include_router(router, prefix=API)
     if settings.sandbox:
-        from guanhao.sandbox import api as sandbox_api
-
         app.include_router(sandbox_api.router, prefix=API)
 
-    from guanhao import console
-
     console.install(app, api_prefix=API)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.openapi = lambda: _openapi(app)
+    app.include_router(health_api.router)
+    app.include_router(metrics_api.router)
     # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
     # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
     streamed = {IMPORT_PATH: settings.max_import_bytes}
@@ -98,7 +96,7 @@ def create_app() -> FastAPI:
         render_error=problems.render_raw,
     )
     app.add_middleware(problems.LastResort)
-    app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(metrics_api.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app
 

@@ -177,6 +177,7 @@ def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, pub
         public_url=public_url,
     )
     token = upgrades.confirmation_token(app)
+    assert token is not None, "a submitted application always has a holder's token"
     later = started + dt.timedelta(minutes=30)
     if scenario in ("succeeded", "staff_review"):
         upgrades.accept(session, token, policy, now=later)
@@ -219,8 +220,8 @@ def _print_access(console: Console, session, public_url: str) -> None:
     ]
     holder_page = None
     # the holder's link is printed for testing in sandbox mode only; outside it goes to the holder alone.
-    if pending is not None and get_settings().sandbox:
-        token = upgrades.confirmation_token(pending)
+    token = upgrades.confirmation_token(pending) if pending is not None and get_settings().sandbox else None
+    if token:
         lines.append(f"curl -s -X POST {api}/confirmations/{token}/accept")
         holder_page = upgrades.confirmation_url(public_url, token)
     for line in lines:

@@ -100,7 +100,7 @@ def put_subject(
     """The platform's sync of a subject (created or updated), audited (R-60)."""
     subject = session.get(Subject, subject_id, with_for_update=True)
     created = subject is None
-    if created:
+    if subject is None:
         subject = Subject(id=subject_id, created_at=now)
         session.add(subject)
     subject.name = body.name
@@ -129,7 +129,7 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
     known_subject(session, body.subject_id)
     shop = session.get(Shop, shop_id, with_for_update=True)
     created = shop is None
-    if created:
+    if shop is None:
         shop = Shop(id=shop_id, created_at=now)
         session.add(shop)
     elif shop.subject_id != body.subject_id:
@@ -243,9 +243,6 @@ def _guard_moves(session: Session, shop: Shop, now: dt.datetime) -> None:
         check(session, shop, now)
 
 
-_KINDS = {"subject": (SubjectIn, put_subject), "shop": (ShopIn, put_shop), "account": (AccountIn, put_account)}
-
-
 @dataclass
 class ImportResult:
     accepted: int = 0
@@ -289,13 +286,17 @@ def _import_one(session: Session, raw: bytes | None, *, actor: str, now: dt.date
         raise errors.MalformedBody(NOT_AN_OBJECT)
     kind = obj.pop("kind", None)
     try:
-        if kind == "binding":
-            bind(session, _line_id(obj, "shop_id"), BindingIn.model_validate(obj), actor=actor, now=now)
-            return
-        if kind not in _KINDS:
-            raise errors.ValidationFailed(_l("kind: must be subject, shop, account or binding"))
-        schema, verb = _KINDS[kind]
-        verb(session, _line_id(obj, "id"), schema.model_validate(obj), actor=actor, now=now)
+        match kind:
+            case "binding":
+                bind(session, _line_id(obj, "shop_id"), BindingIn.model_validate(obj), actor=actor, now=now)
+            case "subject":
+                put_subject(session, _line_id(obj, "id"), SubjectIn.model_validate(obj), actor=actor, now=now)
+            case "shop":
+                put_shop(session, _line_id(obj, "id"), ShopIn.model_validate(obj), actor=actor, now=now)
+            case "account":
+                put_account(session, _line_id(obj, "id"), AccountIn.model_validate(obj), actor=actor, now=now)
+            case _:
+                raise errors.ValidationFailed(_l("kind: must be subject, shop, account or binding"))
     except ValidationError as exc:
         raise errors.invalid_payload(exc.errors()) from None
 

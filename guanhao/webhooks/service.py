@@ -15,11 +15,12 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from guanhao import errors, pii
@@ -147,11 +148,14 @@ def remove_endpoint(session: Session, endpoint_id: str, *, actor: str, now: dt.d
     if endpoint is None or not endpoint.active:
         raise errors.NotFound(_l("Webhook endpoint {endpoint_id} not found", endpoint_id=endpoint_id))
     endpoint.active = False
-    dead = session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
-        .values(status="dead", leased_until=None, last_error="endpoint removed", next_attempt_at=now)
-    ).rowcount
+    dead = cast(
+        CursorResult[Any],
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+            .values(status="dead", leased_until=None, last_error="endpoint removed", next_attempt_at=now)
+        ),
+    ).rowcount  # an UPDATE's result is a CursorResult; the stubs say Result
     audit.record(
         session,
         at=now,

@@ -96,6 +96,28 @@ class World:
     def form(self, path: str, data: dict | None = None):
         return self.client.post(path, data=data or {}, headers=self.console_merchant(), follow_redirects=False)
 
+    def console_staff(self) -> dict:
+        """Signs a staff user in; returns the headers of a form post (CSRF token)."""
+        r = self.client.post(
+            "/api/v1/admin/users",
+            json={"username": "staff.console", "password": "s3cret-pass", "role": "staff"},
+            headers=self.admin,
+        )
+        assert r.status_code == 201, r.text
+        self.client.get("/")
+        csrf = self.client.cookies.get("gh_csrf")
+        r = self.client.post(
+            "/login",
+            data={"username": "staff.console", "password": "s3cret-pass", "csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        page = self.client.get("/staff").text
+        return {"X-CSRF-Token": re.search(r"X-CSRF-Token&#34;: &#34;([^&]+)&#34;", page).group(1)}
+
+    def staff_form(self, path: str, data: dict | None = None):
+        return self.client.post(path, data=data or {}, headers=self.console_staff(), follow_redirects=False)
+
 
 def _ok(r, *statuses):
     assert r.status_code in (statuses or (200, 201, 202, 204, 303)), (r.status_code, r.text)
@@ -276,6 +298,17 @@ CALLS = {
         f"/shops/{w.upgraded_shop()[0]}/phone/code", {"new_phone": "13700137000"}
     ),
     ("POST", "/shops/{shop_id}/phone/verify"): lambda w: _console_verify(w, "phone"),
+    # -- the staff console's forms
+    ("POST", "/staff/api-keys"): lambda w: w.staff_form("/staff/api-keys", {"role": "admin", "label": "ops"}),
+    ("POST", "/staff/api-keys/{key_id}/revoke"): lambda w: w.staff_form(f"/staff/api-keys/{_key(w)}/revoke"),
+    ("POST", "/staff/review/{application_id}/approve"): lambda w: w.staff_form(
+        f"/staff/review/{_reviewing(w)}/approve"
+    ),
+    ("POST", "/staff/review/{application_id}/reject"): lambda w: w.staff_form(
+        f"/staff/review/{_reviewing(w)}/reject", {"reason": "资料不符"}
+    ),
+    ("POST", "/staff/waves"): lambda w: _staff_wave(w),
+    ("POST", "/staff/waves/{wave_id}/cancel"): lambda w: _staff_wave_cancel(w),
     # -- the holder's page
     ("POST", "/confirm/{token}/accept"): lambda w: _holder(w, "accept", {"agree": "1"}),
     ("POST", "/confirm/{token}/decline"): lambda w: _holder(w, "decline", {}),
@@ -319,6 +352,33 @@ def _wait_wave(w: World, wave_id: str) -> None:
     while w.client.get(f"{ADMIN}/auto-upgrade-waves/{wave_id}", headers=w.admin).json()["status"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def _staff_wave(w: World):
+    r = w.staff_form("/staff/waves", {"limit": "1"})
+    for wave_id in _wave_ids(w):
+        _wait_wave(w, wave_id)
+    return r
+
+
+def _wave_ids(w: World) -> list[str]:
+    from guanhao.db import session_scope
+    from guanhao.upgrades.models import Wave
+
+    with session_scope() as session:
+        return list(session.scalars(sa.select(Wave.id)))
+
+
+def _staff_wave_cancel(w: World):
+    from guanhao.db import session_scope
+    from guanhao.upgrades import waves
+
+    with session_scope() as session:  # a wave that is running (nobody works it here)
+        wave = waves.start(
+            session, limit=1, min_score=None, policy=make.get_policy(), actor="admin:test", now=make.clock.now(session)
+        )
+        wave_id = wave.id
+    return w.staff_form(f"/staff/waves/{wave_id}/cancel")
 
 
 def _key(w: World) -> str:

@@ -6,6 +6,7 @@ The domain (SQLAlchemy, FastAPI, the services) is imported inside the command th
 prometheus-client is first imported (it reads the variable at import). A comment marks each deferred import.
 """
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -54,6 +55,7 @@ def _startup_checks() -> None:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     get_settings().keys()
+    _keys_match_database(before_migrating=True)
 
 
 def _upgrade_schema() -> None:
@@ -62,6 +64,39 @@ def _upgrade_schema() -> None:
     from guanhao.db import get_engine
 
     migrate.upgrade(get_engine())
+    _keys_match_database()
+
+
+def _keys_match_database(*, before_migrating: bool = False) -> None:
+    """Every command refuses (exit 2) a database written with other keys, before it reads or writes anything
+    sealed; a database with no fingerprint yet records this command's keys (guanhao.keyring). Before migrating,
+    a database that is not there yet (or not reachable: the migration says so) is left to the migration."""
+    # deferred: the domain loads only for the command that runs (see the module docstring)
+    from sqlalchemy.exc import OperationalError
+
+    from guanhao import keyring
+    from guanhao.db import get_engine
+
+    pii_key, hash_key = get_settings().keys()
+    engine = get_engine()
+    if before_migrating and engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:" or not Path(database).exists():
+            return
+    try:
+        keyring.check(engine, pii_key, hash_key, now=dt.datetime.now(dt.UTC))
+    except OperationalError:
+        if not before_migrating:
+            raise
+    except keyring.KeysMismatch as exc:
+        console.print(
+            f"[red]The database {get_engine_url()} was written with other keys ({exc.why}): "
+            f"recorded fingerprint {exc.recorded[:12]}, these keys' {exc.current[:12]}. "
+            "Start with the GUANHAO_PII_KEY and GUANHAO_HASH_KEY that wrote it "
+            "(or, for development keys, the same GUANHAO_VAR_DIR).[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")
@@ -316,7 +351,7 @@ def jobs_run(
     _startup_checks()
     _upgrade_schema()
     with console.status(f"running {name}…"), session_scope() as session:
-        processed = jobs.run(session, name, get_policy(), clock.now(session))
+        processed = jobs.run(session, name, get_policy(), clock.now(session), actor="cli")
         scheduler.note(session, name, "cli", now=clock.real_now(), processed=processed)
     console.print(f"{name}: processed {processed}")
 

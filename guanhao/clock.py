@@ -1,13 +1,13 @@
 """The service clock. Only the edges (routes, CLI, jobs) read it; services take `now`.
 
 In sandbox mode the clock can be set (API.md, like a billing test clock): once set it stands
-still until set again. It lives in the database so every worker process reads the same time.
+still until set again, or until it is unfrozen (real time again). It lives in the database so every worker process reads the same time.
 """
 
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, select
+from sqlalchemy import Integer, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from guanhao.db import Base, Session, UTCDateTime
@@ -41,6 +41,11 @@ def set_sandbox_now(session: Session, when: dt.datetime) -> dt.datetime:
         row.now = when
     session.flush()
     return when
+
+
+def clear_sandbox_now(session: Session) -> None:
+    """Real time again: the set clock is removed."""
+    session.execute(delete(SandboxClock).where(SandboxClock.id == 1))
 
 
 def sandbox_now(session: Session) -> dt.datetime | None:

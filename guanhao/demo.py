@@ -332,7 +332,8 @@ def _print_access(console: Console, session, public_url: str) -> None:
         f"curl -s {api}/admin/review-queue -H 'Authorization: Bearer {admin_token}'",
     ]
     holder_page = None
-    token = upgrades.confirmation_token(pending) if pending is not None else None
+    # the holder's link is printed for testing in sandbox mode only; outside it goes to the holder alone.
+    token = upgrades.confirmation_token(pending) if pending is not None and get_settings().sandbox else None
     if token:
         lines.append(f"curl -s -X POST {api}/confirmations/{token}/accept")
         holder_page = upgrades.confirmation_url(public_url, token)

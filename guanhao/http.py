@@ -171,7 +171,16 @@ def _bad_cursor() -> errors.DomainError:
 
 
 def page(items: list, *, limit: int, seq_of) -> str | None:
+    """The cursor after a full page, else None: for lists that page backwards (newest first), where nothing can
+    appear after the oldest item, and for the consoles' 'next page' links."""
     return encode_cursor(seq_of(items[-1])) if len(items) == limit else None
+
+
+def feed_cursor(items: list, *, seq_of, after: int | None) -> str:
+    """API.md: a list in commit or creation order (a feed that can grow) always gives a cursor — the position
+    after the last item, or the same position when the page is empty — so a poller that has caught up continues
+    from it (an empty page means: nothing new yet)."""
+    return encode_cursor(seq_of(items[-1]) if items else (after or 0))
 
 
 # Lists of objects with ids chosen outside (subjects, shops, accounts, API keys) page in creation order:
@@ -201,5 +210,15 @@ def decode_key_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
 
 
 def key_page(items: list, *, limit: int) -> str | None:
-    """The cursor after a full page of objects with `created_at` and `id`."""
+    """The cursor after a full page of objects with `created_at` and `id`, else None (the consoles' links)."""
     return encode_key_cursor(items[-1].created_at, items[-1].id) if len(items) == limit else None
+
+
+# Before every object: the position of a list read from its start (sandbox times are 2000–2100).
+KEY_START = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "0")
+
+
+def key_feed_cursor(items: list, *, after: tuple[dt.datetime, str] | None) -> str:
+    """`feed_cursor` for lists in creation order (objects with `created_at` and `id`): never None."""
+    at, object_id = (items[-1].created_at, items[-1].id) if items else (after or KEY_START)
+    return encode_key_cursor(at, object_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from guanhao import clock, idempotency, metrics
+from guanhao.audit import service as audit
 from guanhao.db import Session, session_scope
 from guanhao.operators import service as operators
 from guanhao.policy import Policy
@@ -77,10 +78,22 @@ def register_job(name: str, job: Job, *, every: float) -> Duty:
     return duty
 
 
-def run(session: Session, name: str, policy: Policy, now: dt.datetime) -> int:
-    """A named job, now, in the caller's unit of work."""
+def run(session: Session, name: str, policy: Policy, now: dt.datetime, *, actor: str | None = None) -> int:
+    """A named job, now, in the caller's unit of work. R-60: a run someone asked for (staff over the API, the
+    CLI) is audited with what it did; the rows of the items it changed are the job's own (actor `job:NAME`)."""
     with metrics.timed_job(name):
-        return JOBS[name](session, policy, now)
+        processed = JOBS[name](session, policy, now)
+    if actor is not None:
+        audit.record(
+            session,
+            at=now,
+            actor=actor,
+            action="job.run",
+            target_kind="job",
+            target_id=name,
+            detail={"processed": processed},
+        )
+    return processed
 
 
 # ---------------------------------------------------------------- the duties

@@ -82,6 +82,6 @@ def list_jobs(call: Admin):
 def run_job(job: JobName, call: Admin):
     """Runs a named job now, in this request (the service clock); recorded as the duty's last run."""
     with call.unit() as (session, now):
-        processed = jobs.run(session, job.value, call.policy, now)
+        processed = jobs.run(session, job.value, call.policy, now, actor=call.actor)
         scheduler.note(session, job.value, call.actor, now=clock.real_now(), processed=processed)
         return {"job": job.value, "processed": processed}

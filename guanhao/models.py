@@ -6,6 +6,7 @@ from guanhao.clock import SandboxClock
 from guanhao.db import Base
 from guanhao.events.models import OutboxEvent
 from guanhao.idempotency import IdempotencyRecord
+from guanhao.keyring import KeyFingerprint
 from guanhao.operators.models import PendingChange
 from guanhao.posting.models import PostingCounter
 from guanhao.sandbox.models import SmsMessage
@@ -24,6 +25,7 @@ __all__ = [
     "ConsoleSession",
     "DutyRow",
     "IdempotencyRecord",
+    "KeyFingerprint",
     "LoginThrottle",
     "OfficialAccount",
     "OutboxEvent",

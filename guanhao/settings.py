@@ -68,7 +68,7 @@ class Settings(BaseSettings):
             return _decode_key("GUANHAO_PII_KEY", self.pii_key), _decode_key("GUANHAO_HASH_KEY", self.hash_key)
         if self.pii_key or self.hash_key:
             raise SystemExit("set both GUANHAO_PII_KEY and GUANHAO_HASH_KEY, or neither (dev keys)")
-        return _dev_keys(self.var_dir)
+        return _dev_keys(self.var_dir.resolve())
 
 
 def _decode_key(name: str, value: str) -> bytes:
@@ -85,6 +85,9 @@ _warned = False
 
 
 def _dev_keys(var_dir: Path) -> tuple[bytes, bytes]:
+    """Development keys, kept in a file at an absolute path (printed once per process), so that every command
+    started from anywhere with the same GUANHAO_VAR_DIR finds the same pair (the database records which; see
+    guanhao.keyring)."""
     path = var_dir / "dev-keys.json"
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)

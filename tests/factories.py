@@ -176,10 +176,10 @@ class Api:
             q = dict(params) | ({"cursor": cursor} if cursor else {})
             r = self.client.get("/api/v1/admin/events", params=q, headers=self.admin)
             assert r.status_code == 200, r.text
+            if not r.json()["items"]:  # caught up: the feed's cursor stays where it was
+                return items
             items += r.json()["items"]
             cursor = r.json()["next_cursor"]
-            if not cursor:
-                return items
 
     def audit(self, target_id: str) -> list[dict]:
         r = self.client.get("/api/v1/admin/audit", params={"target_id": target_id}, headers=self.admin)

@@ -303,9 +303,9 @@ def _drive_everything(api, app) -> None:
     while True:
         r = c.get(f"{API}/admin/audit", params={"cursor": cursor} if cursor else {}, headers=admin)
         assert r.status_code == 200
-        cursor = r.json()["next_cursor"]
-        if not cursor:
+        if not r.json()["items"]:
             break
+        cursor = r.json()["next_cursor"]
     for target in (subject_id, shop_1, "acct-canary-1", "acct-canary-2", app_1, app_3):
         api.audit(target)
     for acct in ("acct-canary-1", "acct-canary-2", "acct-canary-3", "acct-canary-4"):

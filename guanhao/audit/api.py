@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from guanhao.audit import service
-from guanhao.http import Admin, CursorParam, decode_cursor, page
+from guanhao.http import Admin, CursorParam, decode_cursor, feed_cursor
 from guanhao.schemas import IdQuery, problem_responses
 
 router = APIRouter(prefix="/admin", tags=["staff"])
@@ -39,7 +39,8 @@ class AuditPage(BaseModel):
 )
 def audit_trail(call: Admin, target_id: IdQuery | None = None, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        rows = service.entries(session, target_id=target_id, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        after = decode_cursor(cursor)
+        rows = service.entries(session, target_id=target_id, after_seq=after, limit=PAGE_SIZE)
         items = [
             {
                 "seq": r.seq,
@@ -59,4 +60,4 @@ def audit_trail(call: Admin, target_id: IdQuery | None = None, cursor: CursorPar
             }
             for r in rows
         ]
-        return {"items": items, "next_cursor": page(rows, limit=PAGE_SIZE, seq_of=lambda r: r.seq)}
+        return {"items": items, "next_cursor": feed_cursor(rows, seq_of=lambda r: r.seq, after=after)}

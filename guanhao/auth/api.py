@@ -7,7 +7,7 @@ from pydantic_core import PydanticCustomError
 
 from guanhao.auth import service, users
 from guanhao.auth.models import ApiKey
-from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_page, page
+from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, feed_cursor, key_feed_cursor
 from guanhao.schemas import IdPath, ObjectId, RequestBody, problem_responses
 from guanhao.subjects import service as subjects
 
@@ -83,8 +83,9 @@ def create_api_key(body: ApiKeyIn, call: Admin):
 def list_api_keys(call: Admin, cursor: CursorParam = None):
     """Stored keys (never their tokens), revoked ones included, in creation order."""
     with call.unit() as (session, _now):
-        keys = service.keys_page(session, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [_info(k) for k in keys], "next_cursor": key_page(keys, limit=PAGE_SIZE)}
+        after = decode_key_cursor(cursor)
+        keys = service.keys_page(session, after=after, limit=PAGE_SIZE)
+        return {"items": [_info(k) for k in keys], "next_cursor": key_feed_cursor(keys, after=after)}
 
 
 @router.post("/api-keys/{key_id}/revoke", response_model=ApiKeyInfo, responses=problem_responses(401, 403, 404, 422))
@@ -154,10 +155,11 @@ def create_user(body: UserIn, call: Admin):
 @router.get("/users", response_model=UserList, responses=problem_responses(401, 403, 422))
 def list_users(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        rows = users.list_users(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        after = decode_cursor(cursor)
+        rows = users.list_users(session, after_seq=after, limit=PAGE_SIZE)
         return {
             "items": [_user_out(u) for u in rows],
-            "next_cursor": page(rows, limit=PAGE_SIZE, seq_of=lambda u: u.seq),
+            "next_cursor": feed_cursor(rows, seq_of=lambda u: u.seq, after=after),
         }
 
 

@@ -27,7 +27,7 @@ from guanhao.operators import service as operators
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Shop
-from guanhao.upgrades import lifecycle, ownership, rules
+from guanhao.upgrades import lifecycle, ownership, rules, visibility
 from guanhao.upgrades import service as upgrades
 from guanhao.upgrades.models import IN_PROGRESS, Application, State
 
@@ -62,9 +62,15 @@ def _shop(session: Session, viewer: Viewer, shop_id: str) -> Shop:
     return shop
 
 
-def _application(session: Session, shop: Shop, application_id: str) -> Application:
+def _scope(viewer: Viewer | None) -> str:
+    """R-62: a merchant sees its own subject's applications only (visibility.scope_of)."""
+    return visibility.scope_of(is_staff=False, subject_id=viewer.subject_id if viewer is not None else None) or ""
+
+
+def _application(session: Session, viewer: Viewer, shop: Shop, application_id: str) -> Application:
+    """R-62: the viewer's subject's application of this shop; any other is the same 404 as a missing one."""
     app = upgrades.get_application(session, application_id)
-    if app.subject_id != shop.subject_id or app.shop_id != shop.id:
+    if not visibility.readable(app, _scope(viewer)) or app.shop_id != shop.id:
         raise errors.NotFound(_l("Application {application_id} not found", application_id=application_id))
     return app
 
@@ -88,7 +94,7 @@ class ShopState:
         """The account card's 升级状态: 未升级 / 升级中 / 已升级 / 已取消 / 升级失败."""
         if self.view.record is not None:
             return "upgraded"
-        if self.view.active is not None:
+        if self.view.in_progress:
             return "in_progress"
         if self.latest_status in FINISHED_UNSUCCESSFULLY:
             return "failed"
@@ -98,12 +104,12 @@ class ShopState:
 
     @property
     def waiting(self) -> bool:
-        return self.view.active is not None
+        return self.view.in_progress
 
     @property
     def can_apply(self) -> bool:
         """Whether to offer 【立即升级】/【重新升级】 (the wizard's checks say whether it may go on)."""
-        return self.view.account is not None and self.view.record is None and self.view.active is None
+        return self.view.account is not None and self.view.record is None and not self.view.in_progress
 
     @property
     def again(self) -> bool:
@@ -111,8 +117,9 @@ class ShopState:
 
 
 def shop_state(session: Session, shop: Shop, current: Visit, now: dt.datetime) -> ShopState:
-    view = upgrades.official_view(session, shop, current.policy, now=now)
-    latest = upgrades.applications_for_shop(session, shop.id, before_seq=None, limit=1)
+    scope = _scope(current.viewer)
+    view = upgrades.official_view(session, shop, current.policy, now=now, scope=scope)
+    latest = upgrades.applications_for_shop(session, shop.id, scope=scope, before_seq=None, limit=1)
     return ShopState(view=view, latest=latest[0] if latest else None, now=now)
 
 
@@ -317,7 +324,7 @@ def notifications(current: CurrentVisit):
     with current.unit() as (session, now):
         items = notices.from_events(session, _subject_id(viewer))
         shops = subjects.shops_of(session, _subject_id(viewer), after=None, limit=SHOPS_PAGE)
-        views = [upgrades.official_view(session, shop, current.policy, now=now) for shop in shops]
+        views = [upgrades.official_view(session, shop, current.policy, now=now, scope=_scope(viewer)) for shop in shops]
         reminders = notices.closing_windows(views, now=now)
         if items and items[0].seq is not None:
             users.mark_notices_seen(session, viewer.user_id, items[0].seq)
@@ -336,7 +343,7 @@ def official_account(shop_id: str, current: CurrentVisit):
     with current.unit() as (session, now):
         shop = _shop(session, viewer, shop_id)
         context = _official_context(session, current, viewer, shop, now)
-        history = upgrades.applications_for_shop(session, shop.id, before_seq=None, limit=HISTORY)
+        history = upgrades.applications_for_shop(session, shop.id, scope=_scope(viewer), before_seq=None, limit=HISTORY)
         trail = _trail(session, shop, current.lang)
         unread = _unread(session, viewer)
     return pages.render(
@@ -520,7 +527,7 @@ def submit(shop_id: str, current: CurrentVisit, form: Form):
 
 def _application_context(session: Session, current: Visit, viewer: Viewer, shop_id: str, application_id: str, now):
     shop = _shop(session, viewer, shop_id)
-    app = _application(session, shop, application_id)
+    app = _application(session, viewer, shop, application_id)
     link = None
     if get_settings().sandbox and lifecycle.status_at(app, now) == State.SUBMITTED:
         # Sandbox only: the holder's link, so a demo can play the holder (outside sandbox it goes to the holder alone).
@@ -560,7 +567,7 @@ def withdraw(shop_id: str, application_id: str, current: CurrentVisit, form: For
     viewer = merchant(current)
     with current.unit() as (session, now):
         shop = _shop(session, viewer, shop_id)
-        _application(session, shop, application_id)
+        _application(session, viewer, shop, application_id)
         upgrades.withdraw(session, application_id, actor=viewer.actor, now=now)
     current.flash("success", _l("Application withdrawn"))
     return pages.redirect(current, f"/shops/{shop_id}")

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from guanhao.events import service
-from guanhao.http import Admin, CursorParam, decode_cursor, page
+from guanhao.http import Admin, CursorParam, decode_cursor, feed_cursor
 from guanhao.schemas import IdQuery, problem_responses
 
 router = APIRouter(prefix="/admin", tags=["staff"])
@@ -32,11 +32,13 @@ def outbox(
     shop_id: IdQuery | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ):
-    """The outbox in commit order. `next_cursor` is given whenever the page is full; poll with the last one."""
+    """The outbox in commit order. `next_cursor` is on every page: the position after the last event, or the same
+    position when nothing is new; poll with it (an empty page means caught up)."""
     with call.unit() as (session, _now):
-        rows = service.events_after(session, after_seq=decode_cursor(cursor), limit=limit, shop_id=shop_id)
+        after = decode_cursor(cursor)
+        rows = service.events_after(session, after_seq=after, limit=limit, shop_id=shop_id)
         items = [
             {"event_id": r.event_id, "seq": r.seq, "type": r.type, "shop_id": r.shop_id, "at": r.at, "data": r.data}
             for r in rows
         ]
-        return {"items": items, "next_cursor": page(rows, limit=limit, seq_of=lambda r: r.seq)}
+        return {"items": items, "next_cursor": feed_cursor(rows, seq_of=lambda r: r.seq, after=after)}

@@ -9,20 +9,22 @@ from pydantic import BaseModel, Field, field_validator
 from guanhao import clock, errors, pii
 from guanhao.http import Admin
 from guanhao.i18n import _l
-from guanhao.sandbox import sms
+from guanhao.sandbox import service, sms
 from guanhao.schemas import RequestBody, Rfc3339, phone_value, problem_responses
 
 router = APIRouter(prefix="/sandbox", tags=["sandbox"])
 
 
 class ClockIn(RequestBody):
-    now: Rfc3339 = Field(description="RFC 3339 with offset")
+    now: Rfc3339 = Field(description="RFC 3339 with offset, between the years 2000 and 2100")
 
     @field_validator("now")
     @classmethod
     def _aware(cls, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is None:
             raise ValueError("give the time with an offset, e.g. 2026-01-01T09:00:00+08:00")
+        if not service.in_range(value):
+            raise ValueError("the sandbox clock takes a time between the years 2000 and 2100")
         return value
 
 
@@ -51,8 +53,16 @@ def get_clock(call: Admin):
 
 @router.post("/clock", response_model=ClockOut, responses=problem_responses(400, 401, 403, 404, 422))
 def set_clock(body: ClockIn, call: Admin):
+    """Freezes the service clock at `now` (forwards or backwards; 2000–2100); audited."""
     with call.unit() as (session, _now):
-        return {"now": clock.set_sandbox_now(session, body.now), "frozen": True}
+        return {"now": service.set_clock(session, body.now, actor=call.actor), "frozen": True}
+
+
+@router.delete("/clock", response_model=ClockOut, responses=problem_responses(401, 403, 404))
+def unfreeze_clock(call: Admin):
+    """Real time again (a clock that was not set stays as it is); audited."""
+    with call.unit() as (session, _now):
+        return {"now": service.unfreeze(session, actor=call.actor), "frozen": False}
 
 
 @router.get("/sms", response_model=SmsPage, responses=problem_responses(401, 403, 404, 422))

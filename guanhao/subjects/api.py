@@ -2,7 +2,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from guanhao import bodies, errors, pii
-from guanhao.http import Admin, CursorParam, decode_key_cursor, key_page
+from guanhao.http import Admin, CursorParam, decode_key_cursor, key_feed_cursor
 from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
@@ -170,8 +170,9 @@ _READ = problem_responses(401, 403, 404, 422)
 @router.get("/subjects", response_model=SubjectPage, responses=_READ)
 def list_subjects(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        rows = service.page_of(session, Subject, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [subject_out(r) for r in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+        after = decode_key_cursor(cursor)
+        rows = service.page_of(session, Subject, after=after, limit=PAGE_SIZE)
+        return {"items": [subject_out(r) for r in rows], "next_cursor": key_feed_cursor(rows, after=after)}
 
 
 @router.get("/subjects/{subject_id}", response_model=SubjectOut, responses=_READ)
@@ -183,8 +184,9 @@ def get_subject(subject_id: IdPath, call: Admin):
 @router.get("/shops", response_model=ShopPage, responses=_READ)
 def list_shops(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        rows = service.page_of(session, Shop, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [shop_out(r) for r in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+        after = decode_key_cursor(cursor)
+        rows = service.page_of(session, Shop, after=after, limit=PAGE_SIZE)
+        return {"items": [shop_out(r) for r in rows], "next_cursor": key_feed_cursor(rows, after=after)}
 
 
 @router.get("/shops/{shop_id}", response_model=ShopOut, responses=_READ)
@@ -197,8 +199,9 @@ def get_shop(shop_id: IdPath, call: Admin):
 def list_accounts(call: Admin, cursor: CursorParam = None):
     """Personal data masked (SPEC R-50)."""
     with call.unit() as (session, _now):
-        rows = service.page_of(session, Account, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [account_out(r) for r in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+        after = decode_key_cursor(cursor)
+        rows = service.page_of(session, Account, after=after, limit=PAGE_SIZE)
+        return {"items": [account_out(r) for r in rows], "next_cursor": key_feed_cursor(rows, after=after)}
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, responses=_READ)

@@ -18,7 +18,8 @@ from guanhao.http import (
     CursorParam,
     decode_cursor,
     decode_key_cursor,
-    key_page,
+    feed_cursor,
+    key_feed_cursor,
     page,
 )
 from guanhao.i18n import _l, language
@@ -27,7 +28,7 @@ from guanhao.schemas import ID_RE, IdPath, problem_responses
 from guanhao.settings import get_settings
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Subject
-from guanhao.upgrades import lifecycle, lists, ownership, reads, rules, service
+from guanhao.upgrades import lifecycle, lists, ownership, reads, rules, service, visibility
 from guanhao.upgrades.schemas import (
     AccountTypeName,
     AdminApplicationOut,
@@ -62,11 +63,20 @@ def _visible_shop(session, call, shop_id: str, *, lock: bool = False):
     return shop
 
 
-def _visible_application(session, call, application_id: str, *, lock: bool = False):
-    app = service.get_application(session, application_id, lock=lock)
-    call.require_subject(
-        app.subject_id, not_found=_l("Application {application_id} not found", application_id=application_id)
+def _scope(call) -> str | None:
+    """R-62: whose applications the caller sees (visibility.scope_of)."""
+    principal = call.principal
+    return visibility.scope_of(
+        is_staff=principal is not None and principal.is_admin,
+        subject_id=principal.subject_id if principal is not None else None,
     )
+
+
+def _visible_application(session, call, application_id: str, *, lock: bool = False):
+    """R-62: the application if the caller's subject submitted it (staff: any); else the same 404 as a missing one."""
+    app = service.get_application(session, application_id, lock=lock)
+    if not visibility.readable(app, _scope(call)):
+        raise errors.NotFound(_l("Application {application_id} not found", application_id=application_id))
     return app
 
 
@@ -190,18 +200,21 @@ def list_subject_shops(subject_id: IdPath, call: Authenticated, cursor: CursorPa
     `official_view`'s, one shop at a time: a page is at most PAGE_SIZE shops."""
     with call.unit() as (session, now):
         _visible_subject(session, call, subject_id)
-        shops = subjects.shops_of(session, subject_id, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
+        after = decode_key_cursor(cursor)
+        shops = subjects.shops_of(session, subject_id, after=after, limit=PAGE_SIZE)
         items = [
             {
                 "shop_id": shop.id,
                 "name": shop.name,
                 "shop_type": shop.shop_type,
                 "status": shop.status,
-                "official_account": official_account_out(service.official_view(session, shop, call.policy, now=now)),
+                "official_account": official_account_out(
+                    service.official_view(session, shop, call.policy, now=now, scope=_scope(call))
+                ),
             }
             for shop in shops
         ]
-        return {"items": items, "next_cursor": key_page(shops, limit=PAGE_SIZE)}
+        return {"items": items, "next_cursor": key_feed_cursor(shops, after=after)}
 
 
 @router.get("/subjects/{subject_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
@@ -244,7 +257,9 @@ def get_application(application_id: IdPath, call: Authenticated):
 def list_applications(shop_id: IdPath, call: Authenticated, cursor: CursorParam = None):
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
-        apps = service.applications_for_shop(session, shop_id, before_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        apps = service.applications_for_shop(
+            session, shop_id, scope=_scope(call), before_seq=decode_cursor(cursor), limit=PAGE_SIZE
+        )
         return {
             "items": [application_out(a, call.lang, now=now) for a in apps],
             "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
@@ -317,15 +332,25 @@ def decline_confirmation(token: Token, call: Anonymous, request: Request):
 
 
 def _admin_application_out(session, app, lang: str, *, now) -> dict:
-    token = service.confirmation_token(app)
-    return {
+    """R-62: the holder's link is the holder's capability: outside sandbox mode it is absent here (it travels only
+    in the SMS to the holder and the `upgrade.confirmation_requested` event); in sandbox mode staff read it to test."""
+    out = {
         **application_out(app, lang, now=now),
-        "confirmation_url": service.confirmation_url(get_settings().public_url, token) if token else None,
         "consents": [consent_out(c) for c in service.consents(session, app.id)],
     }
+    settings = get_settings()
+    if settings.sandbox:
+        token = service.confirmation_token(app)
+        out["confirmation_url"] = service.confirmation_url(settings.public_url, token) if token else None
+    return out
 
 
-@staff_router.get("/upgrade-applications/{application_id}", response_model=AdminApplicationOut, responses=_READ)
+@staff_router.get(
+    "/upgrade-applications/{application_id}",
+    response_model=AdminApplicationOut,
+    response_model_exclude_unset=True,  # confirmation_url: absent outside sandbox mode, not null
+    responses=_READ,
+)
 def admin_get_application(application_id: IdPath, call: Admin):
     with call.unit() as (session, now):
         return _admin_application_out(session, service.get_application(session, application_id), call.lang, now=now)
@@ -334,10 +359,11 @@ def admin_get_application(application_id: IdPath, call: Admin):
 @staff_router.get("/review-queue", response_model=ApplicationList, responses=_READ)
 def review_queue(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, now):
-        apps = service.review_queue(session, after_seq=decode_cursor(cursor), limit=PAGE_SIZE)
+        after = decode_cursor(cursor)
+        apps = service.review_queue(session, after_seq=after, limit=PAGE_SIZE)
         return {
             "items": [application_out(a, call.lang, now=now) for a in apps],
-            "next_cursor": page(apps, limit=PAGE_SIZE, seq_of=lambda a: a.seq),
+            "next_cursor": feed_cursor(apps, seq_of=lambda a: a.seq, after=after),
         }
 
 
@@ -362,7 +388,7 @@ def cancel_upgrade(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         shop = _visible_shop(session, call, shop_id)
         service.cancel(session, shop_id, call.policy, actor=call.actor, now=now)
-        return official_account_out(service.official_view(session, shop, call.policy, now=now))
+        return official_account_out(service.official_view(session, shop, call.policy, now=now, scope=_scope(call)))
 
 
 @router.get(

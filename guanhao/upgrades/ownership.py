@@ -1,7 +1,7 @@
 """The ownership record (升级凭证, SPEC R-60): evidence of who owns an upgraded account.
 
-Built from the application, the consents and the audit trail; every history line names the audit
-row it comes from (seq and row_hash), and `digest` is the SHA-256 of the record's canonical JSON.
+Built from the application, the consents and the audit trail; every consent and every history line
+names the audit row it comes from (seq and row_hash), and `digest` is the SHA-256 of the record's canonical JSON.
 Anyone holding the record can recompute the digest, and with the audit trail (or an export of it)
 check that each named row exists with that hash and that the subject's chain verifies.
 """
@@ -33,6 +33,24 @@ def digest_of(record: dict) -> str:
     return hashlib.sha256(
         json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     ).hexdigest()
+
+
+def _consent_line(consent, trail: list[AuditEntry], application_id: str) -> dict:
+    """R-60: a consent with the audit row that carries it (the same party, decision and agreement version in its
+    detail), so the record's consents can be checked against the hash chain like its history lines."""
+    facts = {"party": consent.party, "decision": consent.decision, "agreement_version": consent.agreement_version}
+    row = next(
+        (r for r in trail if r.target_id == application_id and (r.detail or {}).get("consent") == facts),
+        None,
+    )
+    return {
+        **facts,
+        "actor": consent.actor,
+        "at": _iso(consent.at),
+        "audit_seq": row.seq if row is not None else None,
+        "chain": row.chain if row is not None else None,
+        "row_hash": row.row_hash if row is not None else None,
+    }
 
 
 def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
@@ -89,16 +107,7 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
             "cancel_deadline": _iso(official.cancel_deadline),
             "usage_right": "enterprise",
         },
-        "consents": [
-            {
-                "party": c.party,
-                "decision": c.decision,
-                "actor": c.actor,
-                "agreement_version": c.agreement_version,
-                "at": _iso(c.at),
-            }
-            for c in consents(session, app.id)
-        ],
+        "consents": [_consent_line(c, trail, app.id) for c in consents(session, app.id)],
         "operators": operators,
         "history": [
             {

@@ -26,7 +26,7 @@ from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.posting import service as posting
 from guanhao.subjects.models import Account, Shop
-from guanhao.upgrades import facts
+from guanhao.upgrades import facts, visibility
 from guanhao.upgrades.models import Application, OfficialAccount, State
 from guanhao.upgrades.schemas import official_account_out
 from guanhao.upgrades.service import OfficialView, can_cancel, can_sell_as_official
@@ -52,22 +52,26 @@ def statement(*, by_key: bool, sandbox: bool) -> Select:
     now = bindparam("now", type_=UTCDateTime())
     frozen = clock.SandboxClock
     at = func.coalesce(select(frozen.now).where(frozen.id == 1).scalar_subquery(), now) if sandbox else now
-    active = (
-        select(Application.id)
-        .where(
-            Application.shop_id == Shop.id,
-            or_(Application.status == State.SUBMITTED.value, Application.status == State.REVIEWING.value),
-            not_(facts.lapsed(at)),
+
+    def active(column: Any) -> Any:
+        return (
+            select(column)
+            .where(
+                Application.shop_id == Shop.id,
+                or_(Application.status == State.SUBMITTED.value, Application.status == State.REVIEWING.value),
+                not_(facts.lapsed(at)),
+            )
+            .limit(1)
+            .scalar_subquery()
         )
-        .limit(1)
-        .scalar_subquery()
-    )
+
     anchor = select(literal_column("1").label("one")).subquery("anchor")
     columns = [
         *(getattr(Shop, c).label(f"shop_{c}") for c in _SHOP),
         *(getattr(Account, c).label(f"account_{c}") for c in _ACCOUNT),
         *(getattr(OfficialAccount, c).label(f"record_{c}") for c in _RECORD),
-        active.label("active_id"),
+        active(Application.id).label("active_id"),
+        active(Application.subject_id).label("active_subject_id"),
         at.label("now") if sandbox else now.label("now"),
     ]
     if by_key:
@@ -106,7 +110,14 @@ def view_of(row: Mapping[str, Any], policy: Policy, principal: Principal, shop_i
     if row["record_account_id"] is not None:
         record = cast(OfficialAccount, SimpleNamespace(**{c: row[f"record_{c}"] for c in _RECORD}))
     upgraded = record is not None
-    active = None if upgraded or row["active_id"] is None else cast(Application, SimpleNamespace(id=row["active_id"]))
+    active = None
+    if not upgraded and row["active_id"] is not None:
+        active = cast(Application, SimpleNamespace(id=row["active_id"], subject_id=row["active_subject_id"]))
+        # the shop's application in progress only if the caller's subject submitted it (staff: any).
+        if not visibility.readable(
+            active, visibility.scope_of(is_staff=principal.is_admin, subject_id=principal.subject_id)
+        ):
+            active = None
     return OfficialView(
         shop=shop,
         account=account,

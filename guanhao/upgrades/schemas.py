@@ -71,7 +71,9 @@ class ConsentOut(BaseModel):
 
 
 class AdminApplicationOut(ApplicationOut):
-    confirmation_url: str | None
+    confirmation_url: str | None = Field(
+        default=None, description="sandbox mode only: the holder's link (R-62); absent otherwise"
+    )
     consents: list[ConsentOut]
 
 

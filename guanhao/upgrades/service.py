@@ -24,7 +24,7 @@ from guanhao.posting import service as posting
 from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn
-from guanhao.upgrades import facts, lifecycle, quotas, rules
+from guanhao.upgrades import facts, lifecycle, quotas, rules, visibility
 from guanhao.upgrades.lifecycle import NOT_WAITING_FOR_STAFF, lapsed, status_at
 from guanhao.upgrades.models import (
     FALLBACK_ORDER,
@@ -589,8 +589,14 @@ def active_application(session: Session, shop_id: str, *, now: dt.datetime) -> A
     )
 
 
-def applications_for_shop(session: Session, shop_id: str, *, before_seq: int | None, limit: int) -> list[Application]:
-    stmt = select(Application).where(Application.shop_id == shop_id).order_by(Application.seq.desc()).limit(limit)
+def applications_for_shop(
+    session: Session, shop_id: str, *, scope: str | None, before_seq: int | None, limit: int
+) -> list[Application]:
+    """R-62: the shop's applications the caller of `scope` may read (visibility.scope_of), newest first: after
+    the shop changed subject, the earlier subject's applications are not the new subject's to see."""
+    stmt = visibility.only_visible(
+        select(Application).where(Application.shop_id == shop_id).order_by(Application.seq.desc()).limit(limit), scope
+    )
     if before_seq is not None:
         stmt = stmt.where(Application.seq < before_seq)
     return list(session.scalars(stmt))
@@ -666,17 +672,20 @@ class OfficialView:
     shop: Shop
     account: Account | None
     record: OfficialAccount | None
+    # The shop's application in progress, if the viewer may read it (R-62: another subject's is not shown) …
     active: Application | None
     can_cancel: bool
     daily_post_limit: int
     can_sell_as_official: bool
     upgrade_deadline: dt.datetime | None
+    # … and whether the shop has one at all, whoever's it is (R-19: then no other may be submitted).
+    in_progress: bool = False
 
     @property
     def upgrade_status(self) -> str:
         if self.record is not None:
             return "upgraded"
-        return "in_progress" if self.active is not None else "not_upgraded"
+        return "in_progress" if self.in_progress or self.active is not None else "not_upgraded"
 
     @property
     def operator(self) -> dict | None:
@@ -695,17 +704,22 @@ class OfficialView:
         return pii.masked_phone_from(self.account.login_phone_enc, context="login_phone")
 
 
-def official_view(session: Session, shop: Shop, policy: Policy, *, now: dt.datetime) -> OfficialView:
+def official_view(
+    session: Session, shop: Shop, policy: Policy, *, now: dt.datetime, scope: str | None = visibility.STAFF
+) -> OfficialView:
     """The shop's official account and what the rules say of it now: cancellable (R-12), may sell as the official
-    account (R-14), its daily post limit (R-23), its masked operator and login phone (R-50)."""
+    account (R-14), its daily post limit (R-23), its masked operator and login phone (R-50); its application in
+    progress as the viewer of `scope` may see it (R-62, visibility.scope_of)."""
     account = session.get(Account, shop.official_account_id) if shop.official_account_id else None
     record = official_account(session, shop.id)
     upgraded = record is not None
+    active = None if upgraded else active_application(session, shop.id, now=now)
     return OfficialView(
         shop=shop,
         account=account,
         record=record,
-        active=None if upgraded else active_application(session, shop.id, now=now),
+        active=active if active is not None and visibility.readable(active, scope) else None,
+        in_progress=active is not None,
         can_cancel=can_cancel(record, policy, now=now),
         daily_post_limit=posting.daily_limit(policy, upgraded=upgraded),
         can_sell_as_official=can_sell_as_official(policy, bound=account is not None, upgraded=upgraded, now=now),

@@ -7,7 +7,7 @@ from pydantic_core import PydanticCustomError
 
 from guanhao import clock, errors
 from guanhao.events import types as event_types
-from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_page, page
+from guanhao.http import Admin, CursorParam, decode_cursor, decode_key_cursor, key_feed_cursor, page
 from guanhao.i18n import _l
 from guanhao.schemas import INT32_MAX, IdPath, RequestBody, problem_responses
 from guanhao.settings import get_settings
@@ -104,21 +104,24 @@ def create_endpoint(body: EndpointIn, call: Admin):
             errors=[{"field": "url", "type": "url_not_allowed", "message": exc.reason.render("en")}],
         ) from None
     with call.unit() as (session, now):
-        endpoint, secret = service.create_endpoint(session, target=target, event_types=body.event_types, now=now)
+        endpoint, secret = service.create_endpoint(
+            session, target=target, event_types=body.event_types, actor=call.actor, now=now
+        )
         return {**_endpoint_out(endpoint), "secret": secret}
 
 
 @router.get("/webhook-endpoints", response_model=EndpointList, responses=problem_responses(401, 403, 422))
 def list_endpoints(call: Admin, cursor: CursorParam = None):
     with call.unit() as (session, _now):
-        rows = service.endpoints(session, after=decode_key_cursor(cursor), limit=PAGE_SIZE)
-        return {"items": [_endpoint_out(e) for e in rows], "next_cursor": key_page(rows, limit=PAGE_SIZE)}
+        after = decode_key_cursor(cursor)
+        rows = service.endpoints(session, after=after, limit=PAGE_SIZE)
+        return {"items": [_endpoint_out(e) for e in rows], "next_cursor": key_feed_cursor(rows, after=after)}
 
 
 @router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, responses=problem_responses(401, 403, 404))
 def delete_endpoint(endpoint_id: IdPath, call: Admin):
     with call.unit() as (session, _now):
-        service.remove_endpoint(session, endpoint_id, now=clock.real_now())
+        service.remove_endpoint(session, endpoint_id, actor=call.actor, now=clock.real_now())
 
 
 @router.get("/webhook-deliveries", response_model=DeliveryList, responses=problem_responses(401, 403, 422))
@@ -145,4 +148,4 @@ def list_deliveries(
 def redeliver(delivery_id: Annotated[int, Path(ge=1, le=INT32_MAX)], call: Admin):
     with call.unit() as (session, _now):
         # the worker's clock: a redelivery is due now in real time, whatever the sandbox clock says
-        return _delivery_out(service.redeliver(session, delivery_id, now=clock.real_now()))
+        return _delivery_out(service.redeliver(session, delivery_id, actor=call.actor, now=clock.real_now()))

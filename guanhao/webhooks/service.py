@@ -15,13 +15,16 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from guanhao import errors, pii
+from guanhao.audit import service as audit
 from guanhao.db import Session
 from guanhao.events.models import OutboxEvent
 from guanhao.events.types import KNOWN as event_types_known
@@ -67,10 +70,10 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, to
 
 
 def create_endpoint(
-    session: Session, *, target: targets.Target, event_types: list[str] | None, now: dt.datetime
+    session: Session, *, target: targets.Target, event_types: list[str] | None, actor: str, now: dt.datetime
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint for a URL that passed `targets.check` (done before the transaction: DNS can be slow),
-    subscribed to known event types only."""
+    subscribed to known event types only; audited without its secret (R-60)."""
     unknown = sorted(set(event_types or ()) - event_types_known)
     if unknown:
         raise errors.ValidationFailed(
@@ -90,7 +93,23 @@ def create_endpoint(
     )
     session.add(endpoint)
     session.flush()
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="webhook_endpoint.created",
+        target_kind="webhook_endpoint",
+        target_id=endpoint.id,
+        to_state="active",
+        detail={"url": _url_for_trail(endpoint.url), "event_types": event_types},
+    )
     return endpoint, secret
+
+
+def _url_for_trail(url: str) -> str:
+    """The endpoint's address without a query or credentials, which may carry the receiver's own secrets."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def endpoints(session: Session, *, after: tuple[dt.datetime, str] | None, limit: int) -> list[WebhookEndpoint]:
@@ -181,16 +200,31 @@ def delivery_health(session: Session, endpoint_ids: list[str]) -> dict[str, Heal
     return {e: Health(**figures) for e, figures in counts.items()}
 
 
-def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:
-    """R-61: a removed endpoint gets nothing more: what was still queued for it is dead-lettered, visibly."""
+def remove_endpoint(session: Session, endpoint_id: str, *, actor: str, now: dt.datetime) -> None:
+    """R-61: a removed endpoint gets nothing more: what was still queued for it is dead-lettered, visibly;
+    audited with how many (R-60)."""
     endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
     if endpoint is None or not endpoint.active:
         raise errors.NotFound(_l("Webhook endpoint {endpoint_id} not found", endpoint_id=endpoint_id))
     endpoint.active = False
-    session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
-        .values(status="dead", leased_until=None, last_error="endpoint removed", next_attempt_at=now)
+    dead = cast(
+        CursorResult[Any],
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "pending")
+            .values(status="dead", leased_until=None, last_error="endpoint removed", next_attempt_at=now)
+        ),
+    ).rowcount  # an UPDATE's result is a CursorResult; the stubs say Result
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="webhook_endpoint.removed",
+        target_kind="webhook_endpoint",
+        target_id=endpoint.id,
+        from_state="active",
+        to_state="removed",
+        detail={"url": _url_for_trail(endpoint.url), "dead_lettered": dead},
     )
     session.flush()
 
@@ -374,8 +408,8 @@ def backoff(policy: Policy, attempts: int, jitter: Callable[[], float] = random.
     return dt.timedelta(seconds=ceiling * (0.5 + jitter() / 2))
 
 
-def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> WebhookDelivery:
-    """R-61: a dead-lettered delivery is due again now, attempts from zero."""
+def redeliver(session: Session, delivery_seq: int, *, actor: str, now: dt.datetime) -> WebhookDelivery:
+    """R-61: a dead-lettered delivery is due again now, attempts from zero; audited (R-60)."""
     delivery = session.get(WebhookDelivery, delivery_seq, with_for_update=True)
     if delivery is None:
         raise errors.NotFound(_l("Delivery {delivery_id} not found", delivery_id=delivery_seq))
@@ -383,6 +417,19 @@ def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> Webho
         raise errors.InvalidTransition(_l("Only dead-lettered deliveries can be sent again"))
     if not session.get_one(WebhookEndpoint, delivery.endpoint_id).active:
         raise errors.InvalidTransition(_l("The delivery's webhook endpoint was removed"))
+    attempts = delivery.attempts
     delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.leased_until = "pending", 0, now, None
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="webhook_delivery.redelivered",
+        target_kind="webhook_delivery",
+        target_id=str(delivery.seq),
+        shop_id=delivery.shop_key or None,
+        from_state="dead",
+        to_state="pending",
+        detail={"endpoint_id": delivery.endpoint_id, "event_seq": delivery.event_seq, "attempts_before": attempts},
+    )
     session.flush()
     return delivery

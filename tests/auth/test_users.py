@@ -169,7 +169,11 @@ def test_staff_create_list_and_disable_users_over_http(api, subject_id):
     assert r.status_code == 200
     page = r.json()
     assert [u["username"] for u in page["items"]] == ["yunqi", "ops"]
-    assert page["next_cursor"] is None
+    assert page["next_cursor"]  # a feed that can grow: the position after the last user (API.md)
+    assert api.client.get(API, params={"cursor": page["next_cursor"]}, headers=api.admin).json() == {
+        "items": [],
+        "next_cursor": page["next_cursor"],
+    }
     assert "password" not in r.text and "argon2" not in r.text
 
     r = api.client.post(f"{API}/{user_id}/disable", headers=api.admin)
@@ -204,7 +208,8 @@ def test_users_list_pages_with_a_cursor(api, subject_id, monkeypatch):
     first = api.client.get(API, headers=api.admin).json()
     second = api.client.get(API, params={"cursor": first["next_cursor"]}, headers=api.admin).json()
     assert [u["username"] for u in first["items"] + second["items"]] == ["user0", "user1", "user2"]
-    assert second["next_cursor"] is None
+    third = api.client.get(API, params={"cursor": second["next_cursor"]}, headers=api.admin).json()
+    assert third == {"items": [], "next_cursor": second["next_cursor"]}
 
 
 def test_cli_users_create(api, subject_id):

@@ -19,10 +19,13 @@ def _all(client, url: str, headers: dict, **params) -> tuple[list[dict], int]:
         assert r.status_code == 200, r.text
         body = r.json()
         assert set(body) == {"items", "next_cursor"}
+        if not body["items"]:  # a feed, caught up: the cursor stays where it was (API.md)
+            assert body["next_cursor"] in (cursor, None)
+            return items, pages
         items += body["items"]
         pages += 1
         cursor = body["next_cursor"]
-        if not cursor:
+        if cursor is None:  # a newest-first list, at its oldest item
             return items, pages
 
 

@@ -35,10 +35,10 @@ def all_audit_rows(api: Api) -> dict[int, dict]:
     while True:
         r = api.client.get(f"{API}/admin/audit", params={"cursor": cursor} if cursor else {}, headers=api.admin)
         assert r.status_code == 200, r.text
+        if not r.json()["items"]:  # caught up
+            return rows
         rows |= {row["seq"]: row for row in r.json()["items"]}
         cursor = r.json()["next_cursor"]
-        if not cursor:
-            return rows
 
 
 def upgraded_with_operator_change(api: Api):

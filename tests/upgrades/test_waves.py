@@ -362,6 +362,7 @@ def test_a_wave_that_crashes_is_reported_failed_and_writes_nothing_of_its_chunk(
 
 def test_dry_run_reports_the_figures_a_wave_would_have_and_writes_nothing(api, mix, database):
     """R-11: `guanhao waves run --dry-run` counts without writing a row; the real run then matches it."""
+    assert cli_run("db", "upgrade").exit_code == 0  # the first command records the keys' fingerprint (keyring)
     before = row_counts(database)
     result = cli_run("waves", "run", "--limit", "100", "--dry-run", "--quiet")
     assert result.exit_code == 0, result.output

@@ -134,12 +134,12 @@ def test_r61_a_removed_endpoint_gets_nothing_more(now):
     emit(now, ("upgrade.submitted", "shop-1"))
     fan_out(now)
     with session_scope() as session:
-        webhooks.remove_endpoint(session, endpoint_id, now=now)
+        webhooks.remove_endpoint(session, endpoint_id, actor="admin:test", now=now)
     assert claim(now) == []
     [d] = [delivery(1)]
     assert (d.status, d.last_error) == ("dead", "endpoint removed")
     with session_scope() as session, pytest.raises(errors.InvalidTransition):
-        webhooks.redeliver(session, d.seq, now=now)
+        webhooks.redeliver(session, d.seq, actor="admin:test", now=now)
 
 
 # ---------------------------------------------------------------- the lease checks before a send
@@ -212,7 +212,7 @@ def test_r61_failures_back_off_and_end_dead_lettered_after_max_attempts(now, pol
     [seq] = claim(at)
     assert settle(seq, 503, policy, at) == "dead"
     with session_scope() as session:
-        again = webhooks.redeliver(session, seq, now=at)
+        again = webhooks.redeliver(session, seq, actor="admin:test", now=at)
         assert (again.status, again.attempts) == ("pending", 0)
     [seq] = claim(at)
     assert settle(seq, 200, policy, at) == "delivered"

@@ -41,7 +41,7 @@ def test_r61_an_endpoint_with_dead_letters_is_failing(now, policy):
     emit(now, ("upgrade.submitted", "shop-1"))
     fan_out(now)
     with session_scope() as session:
-        webhooks.remove_endpoint(session, failing, now=now)  # what was queued is dead-lettered
+        webhooks.remove_endpoint(session, failing, actor="admin:test", now=now)  # what was queued is dead-lettered
         health = webhooks.delivery_health(session, [failing])[failing]
     assert (health.dead, health.pending, health.state) == (1, 0, "failing")
     assert health.last_error == "endpoint removed"

@@ -42,7 +42,9 @@ def shop_page(shop_id: str, current: CurrentVisit):
         subject = subjects.get_subject(session, shop.subject_id)
         view = upgrades.official_view(session, shop, current.policy, now=now)
         quotas = upgrades.subject_quotas(session, subject, current.policy, now=now)
-        history = upgrades.applications_for_shop(session, shop.id, before_seq=None, limit=HISTORY)
+        history = upgrades.applications_for_shop(
+            session, shop.id, scope=None, before_seq=None, limit=HISTORY
+        )  # staff: all
         trail = audit.for_shop(session, subject_id=shop.subject_id, shop_id=shop.id, limit=TRAIL)
         statuses = {app.id: lifecycle.status_at(app, now).value for app in history}
         reasons = {app.id: upgrades.reasons_at(app, now) for app in history}

@@ -253,6 +253,9 @@ CALLS = {
     ),
     ("POST", f"{OFFICIAL}/phone-rebinds/{{rebind_id}}/verify"): lambda w: _verify(w, "phone-rebinds"),
     ("POST", f"{ADMIN}/auto-upgrade-waves"): lambda w: _wave(w),
+    ("POST", f"{ADMIN}/auto-upgrade-waves/{{wave_id}}/cancel"): lambda w: w.client.post(
+        f"{ADMIN}/auto-upgrade-waves/{_failed_wave(w)}/cancel", headers=w.admin
+    ),
     ("POST", f"{ADMIN}/jobs/{{job}}/run"): lambda w: w.client.post(
         f"{ADMIN}/jobs/expire-confirmations/run", headers=w.admin
     ),
@@ -369,16 +372,20 @@ def _wave_ids(w: World) -> list[str]:
         return list(session.scalars(sa.select(Wave.id)))
 
 
-def _staff_wave_cancel(w: World):
+def _failed_wave(w: World) -> str:
+    """A wave that failed (committed failed at once, so no worker picks it up): staff may still cancel it."""
     from guanhao.db import session_scope
     from guanhao.upgrades import waves
 
-    with session_scope() as session:  # a wave that is running (nobody works it here)
-        wave = waves.start(
-            session, limit=1, min_score=None, policy=make.get_policy(), actor="admin:test", now=make.clock.now(session)
-        )
-        wave_id = wave.id
-    return w.staff_form(f"/staff/waves/{wave_id}/cancel")
+    with session_scope() as session:
+        now = make.clock.now(session)
+        wave = waves.start(session, limit=1, min_score=None, policy=make.get_policy(), actor="admin:test", now=now)
+        waves.fail(session, wave.id, "Test", now=now)
+        return wave.id
+
+
+def _staff_wave_cancel(w: World):
+    return w.staff_form(f"/staff/waves/{_failed_wave(w)}/cancel")
 
 
 def _key(w: World) -> str:

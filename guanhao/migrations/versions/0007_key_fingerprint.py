@@ -1,7 +1,7 @@
 """the fingerprint of the keys that write the database
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-30 14:50:00
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import guanhao.db
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

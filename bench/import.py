@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 from guanhao.pii import id_check_char  # noqa: E402
 
 TABLES = ["subjects", "accounts", "shops", "audit_log", "outbox_events"]
+SERVICE_DB = f"bench_import_service_{os.getpid()}"
+COPY_DB = f"bench_import_copy_{os.getpid()}"
 TOKEN = "bench-import-admin-token-" + "x" * 16
 
 
@@ -283,8 +285,8 @@ def main() -> None:
         for size in sizes:
             path = Path(tmp) / f"import-{size}.ndjson"
             write_file(path, size)
-            imported_url = scratch_database(args.url, "bench_import_service")
-            copied_url = scratch_database(args.url, "bench_import_copy")
+            imported_url = scratch_database(args.url, SERVICE_DB)
+            copied_url = scratch_database(args.url, COPY_DB)
             load = os.getloadavg()
             if args.path == "http":
                 took, rss, result = import_http(imported_url, path, tmp, args.workers)
@@ -303,8 +305,8 @@ def main() -> None:
                 flush=True,
             )
             path.unlink()
-            drop_database(args.url, "bench_import_service")
-            drop_database(args.url, "bench_import_copy")
+            drop_database(args.url, SERVICE_DB)
+            drop_database(args.url, COPY_DB)
     ordered = sorted(peaks)
     for small, large in itertools.pairwise(ordered):
         print(

@@ -9,7 +9,7 @@ from guanhao.idempotency import IdempotencyRecord
 from guanhao.operators.models import PendingChange
 from guanhao.posting.models import PostingCounter
 from guanhao.sandbox.models import SmsMessage
-from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.subjects.models import Account, ImportFile, ImportRejection, Shop, Subject
 from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot, Wave, WaveSkip
 from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -22,6 +22,8 @@ __all__ = [
     "Consent",
     "ConsoleSession",
     "IdempotencyRecord",
+    "ImportFile",
+    "ImportRejection",
     "LoginThrottle",
     "OfficialAccount",
     "OutboxEvent",

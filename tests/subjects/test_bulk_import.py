@@ -216,3 +216,25 @@ def test_r05_r21_r24_random_batches_decide_as_the_single_sync_does(world, now, s
     one, one_state, many, many_state = _both_ways(lines, now)
     assert _decided(many) == _decided(one)
     assert many_state == one_state
+
+
+def test_r63_a_batch_that_meets_a_concurrent_writer_is_done_again_a_line_at_a_time(now, monkeypatch):
+    """A subject inserted by another writer after the batch read its rows: the batch's INSERT fails on the
+    primary key, its savepoint goes, and the lines are applied one by one (the subject updated, not doubled)."""
+    with session_scope() as session:
+        make.subject(session, now=now, subject_id="s-raced")
+    real = bulk._Batch._existing
+
+    def blind(self, model, ids):
+        return {} if model is Subject else real(self, model, ids)
+
+    monkeypatch.setattr(bulk._Batch, "_existing", blind)
+    lines = [_line(_subject(f"s-{n}")) for n in range(30)] + [_line(_subject("s-raced", name="后来")), b"[]"]
+    with session_scope() as session:
+        result = bulk.import_lines(session, list(enumerate(lines, start=1)), actor=make.PLATFORM, now=now)
+    assert (result.accepted, [(n, e.code) for n, e in result.rejected]) == (31, [(32, "MALFORMED_BODY")])
+    with session_scope() as session:
+        assert session.get_one(Subject, "s-raced").name == "后来"
+        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.target_id == "s-raced")))
+        assert actions == ["subject.created", "subject.updated"]
+        assert len(list(session.scalars(select(Subject.id)))) == 31

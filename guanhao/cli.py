@@ -534,7 +534,7 @@ def import_file(
     took = time.perf_counter() - started
     if as_json:
         with session_scope(write=False) as session:
-            refused = [
+            listed = [
                 {"line": r.line, "code": r.code, "detail": r.detail}
                 for r in files.rejections(session, progress.file_hash)
             ]
@@ -545,7 +545,7 @@ def import_file(
             "already_done": progress.already_done,
             "accepted": progress.accepted,
             "by_kind": progress.by_kind,
-            "rejected": refused,
+            "rejected": listed,
         }
         print(json.dumps(summary, ensure_ascii=False))
         return

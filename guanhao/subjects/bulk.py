@@ -73,7 +73,7 @@ class _Batch:
         self.bound_to: dict[str, str] = {}
         if bound_ids:
             stmt = select(Shop.official_account_id, Shop.id).where(among(session, Shop.official_account_id, bound_ids))
-            self.bound_to = {account_id: shop_id for account_id, shop_id in session.execute(stmt)}  # noqa: C416
+            self.bound_to = {a: shop_id for a, shop_id in session.execute(stmt) if a is not None}
         for shop in self.shops.values():
             if shop.official_account_id is not None:
                 self.bound_to[shop.official_account_id] = shop.id

@@ -12,7 +12,7 @@ from guanhao import bodies, errors, pii
 from guanhao.audit import service as audit
 from guanhao.db import Session, refusing
 from guanhao.i18n import Message, _l
-from guanhao.schemas import ID_RE
+from guanhao.schemas import ID_RE, RequestBody
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
 
@@ -323,8 +323,13 @@ def guard_moves(session: Session, shop: Shop, now: dt.datetime) -> None:
         check(session, shop, now)
 
 
-_SCHEMAS = {"subject": SubjectIn, "shop": ShopIn, "account": AccountIn, "binding": BindingIn}
-_VERBS = {"subject": put_subject, "shop": put_shop, "account": put_account}
+_SCHEMAS: dict[str, type[RequestBody]] = {
+    "subject": SubjectIn,
+    "shop": ShopIn,
+    "account": AccountIn,
+    "binding": BindingIn,
+}
+_VERBS: dict[str, Callable[..., Any]] = {"subject": put_subject, "shop": put_shop, "account": put_account}
 
 
 @dataclass
@@ -409,7 +414,7 @@ def parse_line(number: int, raw: bytes | None) -> Line:
     try:
         return Line(number, kind, object_id, _SCHEMAS[kind].model_validate(obj))
     except ValidationError as exc:
-        raise errors.invalid_payload(exc.errors()) from None
+        raise errors.invalid_payload([dict(e) for e in exc.errors()]) from None
 
 
 def apply_line(session: Session, line: Line, *, actor: str, now: dt.datetime) -> None:

@@ -6,11 +6,23 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, docs, health, logs, metrics, problems
+from guanhao import __version__, console, docs, health, jobs, logs, metrics, problems
+from guanhao.audit import api as audit_api
+from guanhao.auth import api as auth_api
 from guanhao.bodies import BodyMiddleware
+from guanhao.events import api as events_api
 from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
+from guanhao.operators import api as operators_api
+from guanhao.policy import get_policy
+from guanhao.posting import api as posting_api
+from guanhao.sandbox import api as sandbox_api
 from guanhao.settings import get_settings
+from guanhao.subjects import api as subjects_api
+from guanhao.upgrades import api as upgrades_api
+from guanhao.upgrades import waves_api
+from guanhao.webhooks import api as webhooks_api
+from guanhao.webhooks import worker as webhooks
 
 API = "/api/v1"
 # The one route whose body is read as a stream (NDJSON), with its own size limit.
@@ -22,9 +34,6 @@ log = structlog.get_logger("guanhao.app")
 async def _lifespan(app: FastAPI):
     worker = None
     if get_settings().deliver_webhooks:
-        from guanhao.policy import get_policy
-        from guanhao.webhooks import worker as webhooks
-
         worker = webhooks.start_thread(get_policy())
         log.info("webhooks.worker_started")
     yield
@@ -49,17 +58,6 @@ def create_app() -> FastAPI:
     problems.install(app)
     docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
 
-    from guanhao import jobs
-    from guanhao.audit import api as audit_api
-    from guanhao.auth import api as auth_api
-    from guanhao.events import api as events_api
-    from guanhao.operators import api as operators_api
-    from guanhao.posting import api as posting_api
-    from guanhao.subjects import api as subjects_api
-    from guanhao.upgrades import api as upgrades_api
-    from guanhao.upgrades import waves_api
-    from guanhao.webhooks import api as webhooks_api
-
     for router in (
         subjects_api.router,
         upgrades_api.router,
@@ -76,11 +74,7 @@ def create_app() -> FastAPI:
     ):
         app.include_router(router, prefix=API)
     if settings.sandbox:
-        from guanhao.sandbox import api as sandbox_api
-
         app.include_router(sandbox_api.router, prefix=API)
-
-    from guanhao import console
 
     console.install(app, api_prefix=API)
     app.include_router(health.router)

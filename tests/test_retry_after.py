@@ -8,7 +8,7 @@ import pytest
 
 from guanhao import errors, problems
 from tests import factories
-from tests.operators.test_operators import T0, latest_code, request_change, requested, verify_change, wrong
+from tests.operators.helpers import T0, latest_code, request_change, requested, verify_change, wrong
 
 API = "/api/v1"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))

@@ -15,14 +15,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from guanhao import errors
+from guanhao.console import holder, login, merchant, pages, staff
 from guanhao.i18n import _l
 
 STATIC = Path(__file__).with_name("static")
 
 
 def install(app: FastAPI, *, api_prefix: str) -> None:
-    from guanhao.console import holder, login, merchant, pages, staff
-
     app.mount(pages.STATIC_PREFIX, StaticFiles(directory=STATIC), name="static")
     for router in (login.router, merchant.router, holder.router, staff.router):
         app.include_router(router)

@@ -34,7 +34,7 @@ from guanhao import migrate
 from guanhao.db import COMMIT_ORDER_LOCK, make_engine
 from tests.conftest import ADMIN_TOKEN, ROOT
 from tests.factories import Api
-from tests.webhooks.test_webhooks import Receiver
+from tests.webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.postgres
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from guanhao.events import types as event_types
 from guanhao.webhooks import targets
 from tests.conftest import reset_caches
-from tests.webhooks.test_webhooks import Receiver
+from tests.webhooks.receiver import Receiver
 
 API = "/api/v1"
 PRIVATE = [

@@ -1,118 +1,27 @@
-"""Operator changes (更换运营人, SPEC R-42, R-41, R-24) and login-phone rebinding (登录手机号换绑, R-24)
-through the HTTP API: an SMS code to the new phone confirms each; codes expire, allow a few tries, and a
-new request supersedes the old one; one person operates at most 5 official accounts (R-41)."""
+"""Operator changes (更换运营人, SPEC R-42, R-41, R-13) through the HTTP API: an SMS code to the new
+phone confirms each; codes expire, allow a few tries, and a new request supersedes the old one; one person
+operates at most 5 official accounts (R-41)."""
 
 import datetime as dt
 
-import pytest
-
 from tests import factories
-from tests.factories import Api
-
-T0 = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-API = "/api/v1"
-
-
-def masked(person: dict) -> dict:
-    return {
-        "name": person["name"][0] + "*" * (len(person["name"]) - 1),
-        "id_number": person["id_number"][:3] + "*" * 11 + person["id_number"][-4:],
-        "phone": mask_phone(person["phone"]),
-    }
-
-
-def mask_phone(phone: str) -> str:
-    return phone[:3] + "****" + phone[-4:]
-
-
-def sms(api: Api, phone: str) -> list[dict]:
-    r = api.client.get(f"{API}/sandbox/sms", params={"phone": phone}, headers=api.admin)
-    assert r.status_code == 200, r.text
-    return r.json()["items"]
-
-
-def latest_code(api: Api, phone: str) -> str:
-    return sms(api, phone)[0]["code"]
-
-
-def request_change(api: Api, shop_id: str, person: dict, headers: dict | None = None):
-    return api.client.post(
-        f"{API}/shops/{shop_id}/official-account/operator-changes", json=person, headers=headers or api.admin
-    )
-
-
-def verify_change(api: Api, shop_id: str, change_id: str, code: str, headers: dict | None = None):
-    return api.client.post(
-        f"{API}/shops/{shop_id}/official-account/operator-changes/{change_id}/verify",
-        json={"code": code},
-        headers=headers or api.admin,
-    )
-
-
-def requested(api: Api, shop_id: str, person: dict, headers: dict | None = None) -> str:
-    r = request_change(api, shop_id, person, headers)
-    assert r.status_code == 201, r.text
-    return r.json()["change_id"]
-
-
-def change_operator(api: Api, shop_id: str, person: dict, headers: dict | None = None) -> dict:
-    change_id = requested(api, shop_id, person, headers)
-    r = verify_change(api, shop_id, change_id, latest_code(api, person["phone"]), headers)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def request_rebind(api: Api, shop_id: str, new_phone: str, headers: dict | None = None):
-    return api.client.post(
-        f"{API}/shops/{shop_id}/official-account/phone-rebinds",
-        json={"new_phone": new_phone},
-        headers=headers or api.admin,
-    )
-
-
-def verify_rebind(api: Api, shop_id: str, rebind_id: str, code: str, headers: dict | None = None):
-    return api.client.post(
-        f"{API}/shops/{shop_id}/official-account/phone-rebinds/{rebind_id}/verify",
-        json={"code": code},
-        headers=headers or api.admin,
-    )
-
-
-def wrong(code: str) -> str:
-    return f"{(int(code) + 1) % 10**6:06d}"
-
-
-def problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["code"] == code, r.text
-    return r.json()
-
-
-def upgraded_shop(
-    api: Api, subject_id: str | None = None, *, operator: dict | None = None
-) -> tuple[str, str, str, dict]:
-    """(subject_id, shop_id, account_id, holder) of a shop whose official account is upgraded."""
-    holder = factories.person(name="赵大海")
-    subject_id, shop_id, account_id = api.ready_shop(subject_id, holder=holder)
-    body = {"operator": operator} if operator else {}
-    assert api.upgrade(shop_id, **body)["status"] == "succeeded"
-    return subject_id, shop_id, account_id, holder
-
-
-@pytest.fixture
-def shop(api):
-    """An upgraded shop, clock frozen at T0, and its merchant's headers."""
-    api.set_clock(T0)
-    subject_id, shop_id, account_id, holder = upgraded_shop(api)
-    return {
-        "subject_id": subject_id,
-        "shop_id": shop_id,
-        "account_id": account_id,
-        "holder": holder,
-        "merchant": api.merchant(subject_id),
-    }
-
+from tests.operators.helpers import (
+    API,
+    T0,
+    change_operator,
+    latest_code,
+    mask_phone,
+    masked,
+    problem,
+    request_change,
+    request_rebind,
+    requested,
+    sms,
+    upgraded_shop,
+    verify_change,
+    verify_rebind,
+    wrong,
+)
 
 # ---------------------------------------------------------------- 更换运营人 (R-42)
 
@@ -351,106 +260,6 @@ def test_r63_code_must_be_six_digits(api, shop):
     assert verify_change(api, shop["shop_id"], change_id, latest_code(api, new["phone"])).status_code == 200
 
 
-# ---------------------------------------------------------------- 登录手机号换绑 (R-24)
-
-
-def test_r24_phone_rebind_before_the_upgrade_is_refused(api):
-    """R-24 only after the upgrade → 409 NOT_UPGRADED."""
-    api.set_clock(T0)
-    subject_id, shop_id, _ = api.ready_shop()
-    new_phone = factories.phone()
-    problem(request_rebind(api, shop_id, new_phone, api.merchant(subject_id)), 409, "NOT_UPGRADED")
-    assert sms(api, new_phone) == []
-
-
-def test_r24_login_phone_rebind_confirmed_by_sms_code_to_the_new_phone(api, shop):
-    """R-24 the code goes to the new login phone only; verifying it changes the login phone (masked in the view),
-    with a login_phone.changed event and an audit row on the account."""
-    merchant, shop_id, account_id = shop["merchant"], shop["shop_id"], shop["account_id"]
-    old_phone_masked = api.official_account(shop_id, merchant)["account"]["login_phone"]
-    new_phone = factories.phone()
-    r = request_rebind(api, shop_id, new_phone, merchant)
-    assert r.status_code == 201, r.text
-    rebind_id = r.json()["rebind_id"]
-    assert dt.datetime.fromisoformat(r.json()["expires_at"]) == T0 + dt.timedelta(minutes=5)
-    messages = sms(api, new_phone)
-    assert len(messages) == 1
-    assert api.official_account(shop_id, merchant)["account"]["login_phone"] == old_phone_masked
-
-    r = verify_rebind(api, shop_id, rebind_id, messages[0]["code"], merchant)
-    assert r.status_code == 200, r.text
-    assert r.json()["login_phone"] == mask_phone(new_phone)
-    assert api.official_account(shop_id, merchant)["account"]["login_phone"] == mask_phone(new_phone)
-    changed = [e for e in api.events(shop_id=shop_id) if e["type"] == "login_phone.changed"]
-    assert len(changed) == 1 and changed[0]["data"]["login_phone"] == mask_phone(new_phone)
-    rows = [a for a in api.audit(account_id) if a["action"] == "login_phone.changed"]
-    assert len(rows) == 1
-    assert new_phone not in str(rows) + str(changed) + r.text
-
-
-def test_r24_phone_rebind_wrong_code_counts_then_too_many_attempts(api, shop):
-    """R-24 wrong codes → 422 CODE_INVALID, the 5th → 429 TOO_MANY_ATTEMPTS, then the right code is refused too."""
-    shop_id = shop["shop_id"]
-    before = api.official_account(shop_id)["account"]["login_phone"]
-    new_phone = factories.phone()
-    rebind_id = request_rebind(api, shop_id, new_phone).json()["rebind_id"]
-    code = latest_code(api, new_phone)
-    for _ in range(4):
-        problem(verify_rebind(api, shop_id, rebind_id, wrong(code)), 422, "CODE_INVALID")
-    problem(verify_rebind(api, shop_id, rebind_id, wrong(code)), 429, "TOO_MANY_ATTEMPTS")
-    problem(verify_rebind(api, shop_id, rebind_id, code), 429, "TOO_MANY_ATTEMPTS")
-    assert api.official_account(shop_id)["account"]["login_phone"] == before
-
-
-def test_r24_phone_rebind_expiry_and_resend(api, shop):
-    """R-24 resend within 60 s → 429; after it a new code supersedes the old; a code expires after 5 minutes."""
-    shop_id = shop["shop_id"]
-    new_phone = factories.phone()
-    first = request_rebind(api, shop_id, new_phone).json()["rebind_id"]
-    old_code = latest_code(api, new_phone)
-    api.set_clock(T0 + dt.timedelta(seconds=30))
-    problem(request_rebind(api, shop_id, new_phone), 429, "TOO_MANY_ATTEMPTS")
-    api.set_clock(T0 + dt.timedelta(seconds=60))
-    second = request_rebind(api, shop_id, new_phone).json()["rebind_id"]
-    problem(verify_rebind(api, shop_id, first, old_code), 409, "CODE_EXPIRED")
-    code = latest_code(api, new_phone)
-    api.set_clock(T0 + dt.timedelta(seconds=60 + 300))
-    problem(verify_rebind(api, shop_id, second, code), 409, "CODE_EXPIRED")
-
-
-def test_r24_rebind_and_operator_change_are_independent(api, shop):
-    """R-24 a pending operator change does not hold back a login-phone rebind (and vice versa)."""
-    shop_id = shop["shop_id"]
-    new = factories.person()
-    change_id = requested(api, shop_id, new)
-    new_phone = factories.phone()
-    r = request_rebind(api, shop_id, new_phone)
-    assert r.status_code == 201, r.text
-    assert verify_rebind(api, shop_id, r.json()["rebind_id"], latest_code(api, new_phone)).status_code == 200
-    assert verify_change(api, shop_id, change_id, latest_code(api, new["phone"])).status_code == 200
-
-
-def test_r24_rebind_codes_are_not_operator_codes(api, shop):
-    """R-24 a rebind id is not accepted on the operator-change path → 404."""
-    new_phone = factories.phone()
-    rebind_id = request_rebind(api, shop["shop_id"], new_phone).json()["rebind_id"]
-    problem(verify_change(api, shop["shop_id"], rebind_id, latest_code(api, new_phone)), 404, "NOT_FOUND")
-
-
-def test_r50_phone_rebind_bad_phone_is_refused(api, shop):
-    """R-50 a bad mobile → 422 INVALID_PHONE."""
-    problem(request_rebind(api, shop["shop_id"], "12345678901"), 422, "INVALID_PHONE")
-    problem(request_rebind(api, shop["shop_id"], "1380013800"), 422, "INVALID_PHONE")
-
-
-def test_r62_another_merchant_cannot_rebind_the_login_phone(api, shop):
-    """R-62 another subject's merchant → 404."""
-    stranger = api.merchant(api.subject())
-    new_phone = factories.phone()
-    problem(request_rebind(api, shop["shop_id"], new_phone, stranger), 404, "NOT_FOUND")
-    assert sms(api, new_phone) == []
-
-
 def test_r42_after_too_many_wrong_codes_a_new_code_waits_for_the_cooldown(api, shop):
     """R-42 5 wrong codes end the change; a new code is not sent at once but after the 60 s cooldown, so
     guessing cannot go on at the pace of requests (5 guesses a minute at most)."""
@@ -464,19 +273,6 @@ def test_r42_after_too_many_wrong_codes_a_new_code_waits_for_the_cooldown(api, s
     assert len(sms(api, new["phone"])) == 1
     api.set_clock(T0 + dt.timedelta(seconds=60))
     change_operator(api, shop_id, new)
-
-
-def test_r24_after_too_many_wrong_codes_a_new_rebind_code_waits_for_the_cooldown(api, shop):
-    """R-24 the same for the login phone."""
-    shop_id = shop["shop_id"]
-    new_phone = factories.phone()
-    rebind_id = request_rebind(api, shop_id, new_phone).json()["rebind_id"]
-    code = latest_code(api, new_phone)
-    for _ in range(5):
-        verify_rebind(api, shop_id, rebind_id, wrong(code))
-    problem(request_rebind(api, shop_id, new_phone), 429, "TOO_MANY_ATTEMPTS")
-    api.set_clock(T0 + dt.timedelta(seconds=60))
-    assert request_rebind(api, shop_id, new_phone).status_code == 201
 
 
 def test_r42_successive_changes_need_no_cooldown(api, shop):

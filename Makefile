@@ -38,8 +38,10 @@ messages: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output -o var/messages.pot . >/dev/null
 	$(BIN)/pybabel update -i var/messages.pot -d guanhao/locale -D messages --no-fuzzy-matching --ignore-obsolete -w 120
 
-## make test: the whole suite on SQLite, then on PostgreSQL when GUANHAO_TEST_POSTGRES_URL is set
+## make test: lint (a finding fails the run), then the whole suite on SQLite, then on PostgreSQL when
+## GUANHAO_TEST_POSTGRES_URL is set
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-sqlite
 	@if [ -n "$$GUANHAO_TEST_POSTGRES_URL" ]; then $(MAKE) --no-print-directory test-postgres; \
 	 else echo "GUANHAO_TEST_POSTGRES_URL not set: PostgreSQL leg skipped"; fi

@@ -6,7 +6,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, console, docs, health, jobs, logs, metrics, problems
+from guanhao import __version__, console, docs, health_api, jobs, logs, metrics_api, problems
 from guanhao.audit import api as audit_api
 from guanhao.auth import api as auth_api
 from guanhao.bodies import BodyMiddleware
@@ -43,11 +43,16 @@ async def _lifespan(app: FastAPI):
         thread.join(timeout=15)
 
 
+class _App(FastAPI):
+    def openapi(self) -> dict:
+        return _openapi(self)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     # Here, not only in the CLI: each `serve --workers N` process is spawned afresh and builds its own app.
     logs.configure(settings.log_level)
-    app = FastAPI(
+    app = _App(
         lifespan=_lifespan,
         title="guanhao — shop official account upgrade (店铺官方账号升级)",
         version=__version__,
@@ -77,9 +82,8 @@ def create_app() -> FastAPI:
         app.include_router(sandbox_api.router, prefix=API)
 
     console.install(app, api_prefix=API)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.openapi = lambda: _openapi(app)
+    app.include_router(health_api.router)
+    app.include_router(metrics_api.router)
     # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
     # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
     streamed = {IMPORT_PATH: settings.max_import_bytes}
@@ -92,7 +96,7 @@ def create_app() -> FastAPI:
         render_error=problems.render_raw,
     )
     app.add_middleware(problems.LastResort)
-    app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(metrics_api.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app
 

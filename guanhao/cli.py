@@ -450,10 +450,10 @@ def audit_verify() -> None:
     _upgrade_schema()
     with console.status("verifying the audit trail…") as status, session_scope() as session:
         result = audit.verify(session, progress=lambda n: status.update(f"verified {n:,} rows…"))
-    if result.ok:
+    b = result.first_break
+    if b is None:
         console.print(f"[green]audit trail intact[/green]: {result.rows:,} rows in {result.chains:,} chains")
         return
-    b = result.first_break
     console.print(f"[red]audit trail broken[/red] at seq {b.seq} (chain {b.chain}): {b.problem}")
     print(f"BROKEN seq={b.seq} chain={b.chain}")
     raise typer.Exit(1)

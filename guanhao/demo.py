@@ -177,6 +177,7 @@ def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, pub
         public_url=public_url,
     )
     token = upgrades.confirmation_token(app)
+    assert token is not None, "a submitted application always has a holder's token"
     later = started + dt.timedelta(minutes=30)
     if scenario in ("succeeded", "staff_review"):
         upgrades.accept(session, token, policy, now=later)
@@ -218,8 +219,8 @@ def _print_access(console: Console, session, public_url: str) -> None:
         f"curl -s {api}/admin/review-queue -H 'Authorization: Bearer {admin_token}'",
     ]
     holder_page = None
-    if pending is not None:
-        token = upgrades.confirmation_token(pending)
+    token = upgrades.confirmation_token(pending) if pending is not None else None
+    if token:
         lines.append(f"curl -s -X POST {api}/confirmations/{token}/accept")
         holder_page = upgrades.confirmation_url(public_url, token)
     for line in lines:

@@ -5,6 +5,7 @@ by the consoles. Every sentence (title, detail, reasons) is a catalog `Message`,
 reader's language on the way out.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -204,7 +205,7 @@ def _all(cls: type[DomainError]) -> list[type[DomainError]]:
 BY_CODE: dict[str, type[DomainError]] = {cls.code: cls for cls in _all(DomainError)}
 
 
-def field_errors(errs: list[dict]) -> list[dict]:
+def field_errors(errs: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Pydantic errors without the offending input (it may be personal data, R-50)."""
     out = []
     for e in errs:
@@ -213,7 +214,7 @@ def field_errors(errs: list[dict]) -> list[dict]:
     return out
 
 
-def invalid_payload(errs: list[dict]) -> DomainError:
+def invalid_payload(errs: Sequence[Mapping[str, Any]]) -> DomainError:
     """R-63: the error for a set of payload errors: the specific personal-data codes win (API.md, R-50)."""
     types = {e.get("type") for e in errs}
     fields = field_errors(errs)

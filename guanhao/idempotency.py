@@ -10,9 +10,10 @@ primary key, so two identical requests at once cannot both run. Server errors re
 import datetime as dt
 import hashlib
 import json
+from typing import Any, cast
 
 import anyio
-from sqlalchemy import Integer, String, Text, delete
+from sqlalchemy import CursorResult, Integer, String, Text, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -107,7 +108,8 @@ def _release(caller: str, key: str) -> None:
 
 def purge(session: Session, *, now: dt.datetime, retention: dt.timedelta) -> int:
     """Forgets keys older than the retention (API.md: kept ≥ 24 h of the service clock)."""
-    return session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - retention)).rowcount
+    result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - retention))
+    return cast(CursorResult[Any], result).rowcount  # a DELETE's result is a CursorResult; the stubs say Result
 
 
 class IdempotencyMiddleware:

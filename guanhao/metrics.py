@@ -1,4 +1,5 @@
-"""Prometheus metrics at `GET /metrics` (text format), with prometheus-client.
+"""Prometheus metrics, with prometheus-client: the figures and what a scrape reads (`guanhao.metrics_api`
+serves them at `GET /metrics` and counts the requests).
 
 Two kinds of figures:
 - counted by the processes that see them happen: HTTP requests (count and latency by method, route
@@ -9,14 +10,12 @@ Two kinds of figures:
 - read from the database at scrape time, the same in every process: waves, webhook deliveries.
 """
 
-import hmac
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import structlog
-from fastapi import APIRouter, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -24,19 +23,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from guanhao import clock, errors
+from guanhao import clock
 from guanhao.db import Session, session_scope
 from guanhao.events.models import OutboxEvent
-from guanhao.i18n import _l
-from guanhao.logs import route_template
-from guanhao.settings import get_settings
 from guanhao.upgrades.models import Wave
 from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = structlog.get_logger("guanhao.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = Counter(
     "guanhao_http_requests",
@@ -64,33 +59,6 @@ JOB_DURATION = Histogram(
 
 
 # ---------------------------------------------------------------- counted where it happens
-
-
-class RequestMetrics:
-    """Counts and times every HTTP request by the route template that served it (never the raw path,
-    which may hold ids or a capability token)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            labels = (method, route_template(scope), str(status["code"]))
-            REQUESTS.labels(*labels).inc()
-            LATENCY.labels(*labels).observe(time.perf_counter() - started)
 
 
 @Session.observes_commit("audit")
@@ -184,7 +152,7 @@ def _figures(session: Session) -> Iterator[GaugeMetricFamily]:
     )
 
 
-# ---------------------------------------------------------------- the endpoint
+# ---------------------------------------------------------------- a scrape
 
 
 class _ThisProcess(Collector):
@@ -202,22 +170,3 @@ def exposition(accept: str = "") -> tuple[bytes, str]:
     registry.register(DatabaseFigures())
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type
-
-
-router = APIRouter()
-
-
-def _check_token(request: Request) -> None:
-    expected = get_settings().metrics_token
-    if not expected:
-        return
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise errors.Unauthenticated(_l("The metrics need Authorization: Bearer <metrics token>"))
-
-
-@router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
-    _check_token(request)
-    body, content_type = exposition(request.headers.get("accept", ""))
-    return Response(body, media_type=content_type)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -60,7 +61,7 @@ def record(
 
 def record_many(session: Session, rows: list[dict]) -> None:
     """Bulk form of `record` (waves; R-60): dicts with the same keyword names."""
-    defaults = {"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}}
+    defaults: dict[str, Any] = {"subject_id": None, "shop_id": None, "from_state": None, "to_state": None, "detail": {}}
     session.queue(_QUEUE, ({**defaults, **row} for row in rows))
 
 

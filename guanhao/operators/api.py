@@ -71,10 +71,10 @@ def _verify(call, shop_id: str, change_id: str, code: str, kind: str, render) ->
     with call.unit() as (session, now):
         _shop(session, call, shop_id)
         result = service.verify(session, shop_id, change_id, code, kind, call.policy, actor=call.actor, now=now)
-        out = render(session, service.official(session, shop_id)) if result.error is None else None
-    if result.error is not None:
-        raise result.error
-    return out
+        error = result.error
+        if error is None:
+            return render(session, service.official(session, shop_id))
+    raise error
 
 
 @router.post("/operator-changes/{change_id}/verify", response_model=OperatorChanged, responses=_WRITE)

@@ -66,12 +66,12 @@ def record_post(session: Session, account_id: str, policy: Policy, *, upgraded: 
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(PostingCounter).values(account_id=account_id, day=day, used=1)
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=[PostingCounter.account_id, PostingCounter.day],
         set_={"used": PostingCounter.used + 1},
         where=PostingCounter.used < limit,
     ).returning(PostingCounter.used)
-    used = session.execute(stmt).scalar()
+    used = session.execute(upsert).scalar()
     if used is None:
         raise errors.DailyPostLimitReached(
             _l("The account has made its {limit} posts for {day}", limit=limit, day=day.isoformat()),

@@ -41,10 +41,10 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
     official = session.scalar(select(OfficialAccount).where(OfficialAccount.shop_id == shop_id))
     if official is None:
         raise errors.NotUpgraded(_l("The shop's official account is not upgraded; there is no ownership record yet"))
-    shop = session.get(Shop, shop_id)
-    account = session.get(Account, official.account_id)
-    subject = session.get(Subject, official.subject_id)
-    app = session.scalar(select(Application).where(Application.id == official.application_id))
+    shop = session.get_one(Shop, shop_id)
+    account = session.get_one(Account, official.account_id)
+    subject = session.get_one(Subject, official.subject_id)
+    app = session.get_one(Application, official.application_id)
     app_ids = list(session.scalars(select(Application.id).where(Application.account_id == official.account_id)))
     trail = list(
         session.scalars(

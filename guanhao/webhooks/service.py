@@ -238,15 +238,15 @@ def message(
     lease (its expiry is the worker's token) was taken over, or too little of it is left for one send, in
     which case it is handed back at once. So no two workers ever send one delivery at the same time.
     `now` is the real time: receivers check the timestamp against their own clock."""
-    delivery = session.get(WebhookDelivery, delivery_seq, with_for_update=True)
+    delivery = session.get_one(WebhookDelivery, delivery_seq, with_for_update=True)
     if delivery.status != "pending" or delivery.leased_until != lease_until:
         return None
     if lease_until - now < budget:
         delivery.leased_until = None
         session.flush()
         return None
-    endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
-    event = session.get(OutboxEvent, delivery.event_seq)
+    endpoint = session.get_one(WebhookEndpoint, delivery.endpoint_id)
+    event = session.get_one(OutboxEvent, delivery.event_seq)
     body = payload(event)
     ts = int(now.timestamp())
     secret = pii.vault().decrypt(endpoint.secret_enc, context="webhook_secret")
@@ -284,7 +284,7 @@ def settle(
 ) -> str:
     """R-61: the outcome of an attempt: delivered; or retried with backoff; or dead-lettered after the policy's
     max_attempts. A late outcome never undoes a delivery, nor decides for the worker that holds it now."""
-    delivery = session.get(WebhookDelivery, attempt.delivery_seq, with_for_update=True)
+    delivery = session.get_one(WebhookDelivery, attempt.delivery_seq, with_for_update=True)
     if delivery.status != "pending":
         # Delivered by another attempt, or the endpoint was removed meanwhile: that outcome stands.
         return delivery.status
@@ -322,7 +322,7 @@ def redeliver(session: Session, delivery_seq: int, *, now: dt.datetime) -> Webho
         raise errors.NotFound(_l("Delivery {delivery_id} not found", delivery_id=delivery_seq))
     if delivery.status != "dead":
         raise errors.InvalidTransition(_l("Only dead-lettered deliveries can be sent again"))
-    if not session.get(WebhookEndpoint, delivery.endpoint_id).active:
+    if not session.get_one(WebhookEndpoint, delivery.endpoint_id).active:
         raise errors.InvalidTransition(_l("The delivery's webhook endpoint was removed"))
     delivery.status, delivery.attempts, delivery.next_attempt_at, delivery.leased_until = "pending", 0, now, None
     session.flush()

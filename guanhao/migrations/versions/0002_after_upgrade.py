@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import guanhao.db
+from guanhao.audit.service import chain_of, row_hash
 
 revision = "0002"
 down_revision = "0001"
@@ -170,8 +171,6 @@ def _chain_audit_log() -> None:
 
 
 def _link_rows(bind) -> None:
-    from guanhao.audit.service import chain_of, row_hash
-
     log = sa.table(
         "audit_log",
         sa.column("at", guanhao.db.UTCDateTime()),

@@ -6,7 +6,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from guanhao import __version__, console, docs, health_api, jobs, logs, metrics_api, problems
+from guanhao import __version__, console, docs, health_api, jobs, logs, metrics_api, problems, reader
 from guanhao.audit import api as audit_api
 from guanhao.auth import api as auth_api
 from guanhao.bodies import BodyMiddleware
@@ -32,15 +32,19 @@ log = structlog.get_logger("guanhao.app")
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    await reader.open_pool()
     worker = None
     if get_settings().deliver_webhooks:
         worker = webhooks.start_thread(get_policy())
         log.info("webhooks.worker_started")
-    yield
-    if worker is not None:
-        thread, stop = worker
-        stop.set()
-        thread.join(timeout=15)
+    try:
+        yield
+    finally:
+        await reader.close_pool()
+        if worker is not None:
+            thread, stop = worker
+            stop.set()
+            thread.join(timeout=15)
 
 
 class _App(FastAPI):
@@ -59,6 +63,9 @@ def create_app() -> FastAPI:
         openapi_url=f"{API}/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # No OpenTelemetry here (metrics are Prometheus, logs structlog): FastAPI's native bridge would ask
+        # for its providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     docs.install(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
@@ -84,7 +91,8 @@ def create_app() -> FastAPI:
     console.install(app, api_prefix=API)
     app.include_router(health_api.router)
     app.include_router(metrics_api.router)
-    # Outermost last: access log → metrics → last resort → body limits and strict JSON → Idempotency-Key → the
+    # Outermost last: access log → metrics → the official-account read's lane (a GET without body) → last resort
+    # → body limits and strict JSON → Idempotency-Key → the
     # app (authentication is in the routes, so a body is sized and parsed before any token is looked at).
     streamed = {IMPORT_PATH: settings.max_import_bytes}
     app.add_middleware(IdempotencyMiddleware, render_error=problems.render_raw, streamed=frozenset(streamed))
@@ -96,6 +104,7 @@ def create_app() -> FastAPI:
         render_error=problems.render_raw,
     )
     app.add_middleware(problems.LastResort)
+    app.add_middleware(upgrades_api.OfficialAccountLane)
     app.add_middleware(metrics_api.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -266,12 +266,23 @@ def unavailable(exc: BaseException) -> bool:
     state = getattr(orig, "sqlstate", None)
     if state is None:  # no answer from a server: refused, closed, timed out
         return True
+    return pg_state_unavailable(state)
+
+
+def pg_state_unavailable(state: str) -> bool:
+    """A PostgreSQL SQLSTATE that means busy or gone (see `unavailable`), whichever driver reported it."""
     return state[:2] in _PG_UNAVAILABLE_CLASSES or state in _PG_UNAVAILABLE_STATES
+
+
+# What modules above this one remember from the environment (API keys seen, token hashes): forgotten by reset().
+on_reset: list[Callable[[], None]] = []
 
 
 def reset() -> None:
     """Forgets what was read from the environment — settings, policy, keys — and the engine built
     from it (tests, and a CLI that changes a setting before it starts)."""
+    for forget in on_reset:
+        forget()
     get_settings.cache_clear()
     get_policy.cache_clear()
     pii.reset_vault()

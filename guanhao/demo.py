@@ -45,8 +45,28 @@ SHOPS = [
     ("shop-5001", "深家居官方旗舰店", "subj-sz-home", "official_flagship", "active", 5.0, 310_000, True, 0, "auto"),
     ("shop-5002", "深家居厨具专营店", "subj-sz-home", "franchise", "active", 5.0, 42_000, True, 0, "auto_cancelled"),
 ]
-# Only the two shops above score this high: the demo wave upgrades them and nothing else.
+# Only the two shops above score this high: the demo wave upgrades them and nothing else (the history's auto shops
+# score higher, and were upgraded, or cancelled, days before).
 DEMO_WAVE_MIN_SCORE = 4.95
+
+# A week of history for the staff console's charts (数据看板): (shop_id, name, shop_type, days ago, what happened,
+# followers). Manual upgrades on several days, declines, a big account rejected by staff, and (in sandbox mode,
+# where the service clock can be set) an earlier wave with one of its upgrades cancelled two days later.
+HISTORY_SUBJECT = ("subj-bj-food", "北京稻香食品有限公司")
+HISTORY = [
+    ("shop-6001", "稻香糕点旗舰店", "flagship", 6, "upgraded", 52_000),
+    ("shop-6002", "稻香月饼专卖店", "specialty", 5, "upgraded", 31_000),
+    ("shop-6003", "稻香点心专营店", "franchise", 4, "upgraded", 12_000),
+    ("shop-6004", "稻香熟食专营店", "franchise", 3, "declined", 8_000),
+    ("shop-6005", "稻香茶点专卖店", "specialty", 2, "upgraded", 21_000),
+    ("shop-6006", "稻香官方旗舰店", "official_flagship", 2, "staff_rejected", 1_600_000),
+    ("shop-6007", "稻香糖果专营店", "franchise", 1, "upgraded", 9_500),
+    ("shop-6008", "稻香炒货专营店", "franchise", 1, "declined", 4_200),
+    ("shop-6009", "稻香速冻专营店", "franchise", 3, "auto", 33_000),
+    ("shop-6010", "稻香礼盒专卖店", "specialty", 3, "auto_cancelled", 18_000),
+]
+HISTORY_WAVE_MIN_SCORE = 4.97
+STAFF_REJECTION = "营业执照信息与账号主体不一致，请更新资质后重新升级"
 
 SUBJECTS = {
     "subj-hz-tea": ("杭州云栖茶业有限公司", "enterprise", False),
@@ -75,6 +95,9 @@ def load(console: Console, *, reset: bool = False) -> None:
             console.print("demo data is loaded already (use --reset to load it again)")
             _print_access(console, session, public_url)
             return
+    # The week before today first: its wave must not meet today's shops.
+    history = _history(policy, public_url)
+    with session_scope() as session:
         now = clock.now(session)
         for sid, (name, stype, cross) in SUBJECTS.items():
             subjects.put_subject(
@@ -121,6 +144,7 @@ def load(console: Console, *, reset: bool = False) -> None:
                     _play(session, scenario, shop_id, policy=policy, now=now, public_url=public_url),
                 ]
             )
+    rows += history
     _auto_upgrades(policy, rows)
     with session_scope() as session:
         for username, password, role, subject_id in USERS:
@@ -157,6 +181,95 @@ def _auto_upgrades(policy, rows: list[list[str]]) -> None:
             row[4] = "succeeded (auto, cancellable 30 days)"
         elif row[3] == "auto_cancelled":
             row[4] = "cancelled (auto upgrade cancelled)"
+
+
+def _history(policy, public_url: str) -> list[list[str]]:
+    """The days before today (see HISTORY), each verb at its own time; the earlier wave only in sandbox mode."""
+    rows = []
+    with session_scope() as session:
+        now = clock.now(session)
+        sid, subject_name = HISTORY_SUBJECT
+        licence = dt.date(2030, 12, 31)
+        subjects.put_subject(
+            session,
+            sid,
+            SubjectIn(name=subject_name, subject_type="enterprise", cross_border=False, license_valid_until=licence),
+            actor=ACTOR,
+            now=now - dt.timedelta(days=8),
+        )
+        for n, (shop_id, name, stype, days, scenario, followers) in enumerate(HISTORY, 40):
+            before = now - dt.timedelta(days=8)
+            score = HISTORY_WAVE_MIN_SCORE if scenario.startswith("auto") else 4.7
+            shop = ShopIn(subject_id=sid, name=name, shop_type=stype, status="active", experience_score=score)
+            subjects.put_shop(session, shop_id, shop, actor=ACTOR, now=before)
+            account_id = f"dy-{shop_id.split('-')[1]}"
+            holder = _person(n, "孙" + "一二三四五六七八九十"[n % 10])
+            account = AccountIn(
+                nickname=name.replace("店", "号"),
+                followers=followers,
+                status="normal",
+                real_name_verified=True,
+                violations_90d=0,
+                login_phone=f"1380001{n:04d}",
+                holder=holder,
+            )
+            subjects.put_account(session, account_id, account, actor=ACTOR, now=before)
+            subjects.bind(session, shop_id, BindingIn(account_id=account_id), actor=ACTOR, now=before)
+            state = "waiting for the earlier wave"
+            if not scenario.startswith("auto"):
+                state = _past(session, scenario, shop_id, policy=policy, at=now - dt.timedelta(days=days, hours=2),
+                              public_url=public_url)  # fmt: skip
+            rows.append([shop_id, name, sid, f"{scenario}, {days} days ago", state])
+    if not get_settings().sandbox:
+        return rows
+    with session_scope() as session:
+        now = clock.now(session)
+        was_set = clock.sandbox_now(session) is not None
+        earlier = now - dt.timedelta(days=3)
+        clock.set_sandbox_now(session, earlier)
+        wave = waves.start(
+            session, limit=10, min_score=HISTORY_WAVE_MIN_SCORE, policy=policy, actor="staff:demo", now=earlier
+        )
+    waves.work(wave.id, policy)
+    with session_scope() as session:
+        upgrades.cancel(session, "shop-6010", policy, actor="merchant:demo", now=now - dt.timedelta(days=1))
+        if was_set:
+            clock.set_sandbox_now(session, now)
+        else:
+            session.delete(session.get_one(clock.SandboxClock, 1))
+    for row in rows:
+        if row[0] == "shop-6009":
+            row[4] = "succeeded (auto, 3 days ago)"
+        elif row[0] == "shop-6010":
+            row[4] = "cancelled (auto upgrade 3 days ago, cancelled 1 day ago)"
+    return rows
+
+
+def _past(session, scenario: str, shop_id: str, *, policy, at: dt.datetime, public_url: str) -> str:
+    app = upgrades.submit(
+        session,
+        shop_id,
+        policy,
+        account_type=None,
+        operator=None,
+        agree_terms=True,
+        actor="merchant:demo",
+        now=at,
+        public_url=public_url,
+    )
+    token = upgrades.confirmation_token(app)
+    assert token is not None
+    answered = at + dt.timedelta(minutes=20)
+    if scenario == "declined":
+        upgrades.decline(session, token, policy, now=answered)
+    else:
+        upgrades.accept(session, token, policy, now=answered)
+    if scenario == "staff_rejected":
+        upgrades.staff_reject(
+            session, app.id, reason=STAFF_REJECTION, actor="staff:demo", now=answered + dt.timedelta(hours=1)
+        )
+    session.refresh(app)
+    return app.status
 
 
 def _play(session, scenario: str, shop_id: str, *, policy, now: dt.datetime, public_url: str) -> str:
@@ -227,6 +340,9 @@ def _print_access(console: Console, session, public_url: str) -> None:
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"\nOpenAPI: {api}/openapi.json   docs: {api}/docs\n", soft_wrap=True)
     console.print(f"[bold]Merchant console (商家后台)[/bold]: {public_url}/", soft_wrap=True)
+    console.print(
+        f"[bold]Staff console (平台运营后台)[/bold]: {public_url}/staff   sign in as ops / ops-demo-1", soft_wrap=True
+    )
     for username, password, role, subject_id in USERS:
         who = f"merchant of {subject_id}" if role == "merchant" else "platform staff"
         console.print(f"  {username} / {password}   ({who})", soft_wrap=True, highlight=False, markup=False)

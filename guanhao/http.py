@@ -2,6 +2,7 @@
 
 import base64
 import datetime as dt
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,8 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
-from guanhao import clock, errors
-from guanhao.auth.service import Principal, authenticate, still_valid
+from guanhao import clock, db, errors
+from guanhao.auth.service import Principal, admin_principal, authenticate, bearer_token, still_valid
 from guanhao.db import Session, session_scope
 from guanhao.i18n import Message, _l, language
 from guanhao.policy import Policy, get_policy
@@ -40,7 +41,11 @@ class Call:
         budget = get_settings().db_busy_timeout if self.writes else None
         with session_scope(write=self.writes, lock_timeout=budget) as session:
             if self.principal is not None:
-                still_valid(session, self.principal)
+                try:
+                    still_valid(session, self.principal)
+                except errors.Unauthenticated:
+                    _forget_key(self.principal.key_id)
+                    raise
             yield session, clock.now(session)
 
     def require_admin(self) -> None:
@@ -62,13 +67,63 @@ def _lang(request: Request) -> str:
     return language(request.headers.get("accept-language"))
 
 
+# Stored keys already seen by this process: token → (monotonic expiry, principal). A key's role and subject never
+# change, and whether it is revoked is not taken from here: every unit of work checks it again in its own
+# transaction (`still_valid`), so a revoked key is 401 from the revoke on, in every process, cached or not.
+# What the cache saves is the second session that only looked the key up.
+KEY_TTL = 60.0
+KEY_CACHE_SIZE = 10_000
+_keys: dict[str, tuple[float, Principal]] = {}
+db.on_reset.append(_keys.clear)
+
+
+def _known_key(token: str) -> Principal | None:
+    hit = _keys.get(token)
+    if hit is None or hit[0] < time.monotonic():
+        return None
+    return hit[1]
+
+
+def _remember_key(token: str, principal: Principal) -> None:
+    if len(_keys) >= KEY_CACHE_SIZE:
+        _keys.clear()
+    _keys[token] = (time.monotonic() + KEY_TTL, principal)
+
+
+def _forget_key(key_id: str) -> None:
+    for token in [t for t, (_, p) in list(_keys.items()) if p.key_id == key_id]:
+        _keys.pop(token, None)
+
+
 def authenticated(
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer token")] = None,
 ) -> Call:
-    with session_scope(write=False) as session:
-        principal = authenticate(session, authorization, admin_token=get_settings().admin_token)
+    """R-62: the admin token, or a stored key (looked up once a minute at most per process; its revocation is
+    checked by every unit of work, see `Call.unit`)."""
+    token = bearer_token(authorization)
+    settings = get_settings()
+    principal = admin_principal(token, admin_token=settings.admin_token) or _known_key(token)
+    if principal is None:
+        with session_scope(write=False) as session:
+            principal = authenticate(session, authorization, admin_token=settings.admin_token)
+        _remember_key(token, principal)
     return Call(principal=principal, lang=_lang(request), policy=get_policy(), writes=_writes(request))
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """The caller of a one-statement read (guanhao.reader): its token, and the staff principal when it is the
+    admin token. A stored key is looked up by the read's own statement, which also refuses a revoked one."""
+
+    token: str
+    admin: Principal | None
+
+
+async def bearer(authorization: Annotated[str | None, Header(description="Bearer token")] = None) -> Bearer:
+    """R-62: a token is required (401 without one), as for `authenticated`; async, so no thread hop."""
+    token = bearer_token(authorization)
+    return Bearer(token=token, admin=admin_principal(token, admin_token=get_settings().admin_token))
 
 
 def admin(call: Annotated[Call, Depends(authenticated)]) -> Call:
@@ -81,6 +136,7 @@ def anonymous(request: Request) -> Call:
 
 
 Authenticated = Annotated[Call, Depends(authenticated)]
+BearerToken = Annotated[Bearer, Depends(bearer)]
 Admin = Annotated[Call, Depends(admin)]
 Anonymous = Annotated[Call, Depends(anonymous)]
 CursorParam = Annotated[str | None, Query(description="opaque cursor from next_cursor", max_length=160)]

@@ -94,6 +94,17 @@ def mask_name(value: str | None) -> str | None:
     return value[:1] + "*" * max(len(value) - 1, 1)
 
 
+_ID_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
+_PHONE_IN_TEXT = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
+
+
+def mask_text(value: str) -> str:
+    """R-50: free text (an export, a reason a person typed) with every ID card number and mobile number in it
+    masked — the last line of defence where a value was not masked at its source."""
+    value = _ID_IN_TEXT.sub(lambda m: mask_id_number(m.group()) or "", value)
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()) or "", value)
+
+
 class Vault:
     """R-50: AES-GCM encryption at rest and HMAC-SHA256 blind indexes (lookup by keyed hash) with the service's
     two keys."""

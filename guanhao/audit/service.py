@@ -238,3 +238,44 @@ def for_shop(session: Session, *, subject_id: str, shop_id: str, limit: int) -> 
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the staff console's 操作日志 narrows the trail to; None means any."""
+
+    actor: str | None = None
+    action: str | None = None
+    target_id: str | None = None
+    subject_id: str | None = None
+    shop_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+def search(session: Session, filters: Filters, *, before_seq: int | None, limit: int) -> list[AuditEntry]:
+    """R-60: the trail newest first, narrowed by who (an actor, or every actor of a role given as `staff:`),
+    what (an action, or a family given as `upgrade.`), which object, subject or shop, and when [since, until)."""
+    stmt = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit)
+    for column, value, family in ((AuditEntry.actor, filters.actor, ":"), (AuditEntry.action, filters.action, ".")):
+        if value:
+            stmt = stmt.where(column.startswith(value) if value.endswith(family) else column == value)
+    for exact, wanted in (
+        (AuditEntry.target_id == filters.target_id, filters.target_id),
+        (AuditEntry.subject_id == filters.subject_id, filters.subject_id),
+        (AuditEntry.shop_id == filters.shop_id, filters.shop_id),
+    ):
+        if wanted:
+            stmt = stmt.where(exact)
+    if filters.since is not None:
+        stmt = stmt.where(AuditEntry.at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(AuditEntry.at < filters.until)
+    if before_seq is not None:
+        stmt = stmt.where(AuditEntry.seq < before_seq)
+    return list(session.scalars(stmt))
+
+
+def actions(session: Session) -> list[str]:
+    """Every action the trail holds, for the filter's choices."""
+    return list(session.scalars(select(AuditEntry.action).distinct().order_by(AuditEntry.action)))

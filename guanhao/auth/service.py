@@ -98,11 +98,22 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+ADMIN = Principal(role="admin", subject_id=None, key_id=ENV_KEY)
+
+
+def admin_principal(token: str, *, admin_token: str) -> Principal | None:
+    """R-62: the staff principal when `token` is the admin token given at start (compared in constant time)."""
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return ADMIN
+    return None
+
+
 def authenticate(session: Session, authorization: str | None, *, admin_token: str) -> Principal:
     """R-62: the admin token given at start, or a stored key that is not revoked; anything else is 401."""
     token = bearer_token(authorization)
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(role="admin", subject_id=None, key_id=ENV_KEY)
+    admin = admin_principal(token, admin_token=admin_token)
+    if admin is not None:
+        return admin
     key = session.scalar(select(ApiKey).where(ApiKey.token_hash == token_hash(token), ApiKey.revoked_at.is_(None)))
     if key is None:
         raise errors.Unauthenticated(UNKNOWN_TOKEN)

@@ -73,6 +73,26 @@ LABELS: dict[str, dict[str, Message]] = {
         "shop.updated": _l("Shop updated by the platform"),
         "shop.official_account_bound": _l("Official account bound"),
     },
+    # The rest of the trail, as staff read it in 操作日志 (the merchant's timeline keeps to the actions above).
+    "staff_action": {
+        "upgrade.review.waiting": _l("Queued for staff review"),
+        "upgrade.review.approved": _l("Approved by staff"),
+        "upgrade.review.rejected": _l("Rejected by staff"),
+        "upgrade.cancelled": _l("Upgrade cancelled"),
+        "wave.started": _l("Wave started"),
+        "wave.running": _l("Wave resumed"),
+        "wave.done": _l("Wave finished"),
+        "wave.failed": _l("Wave failed"),
+        "wave.cancelled": _l("Wave stopped"),
+        "api_key.created": _l("API key created"),
+        "api_key.revoked": _l("API key revoked"),
+        "user.created": _l("Console user created"),
+        "user.disabled": _l("Console user disabled"),
+        "subject.created": _l("Subject synced"),
+        "subject.updated": _l("Subject updated by the platform"),
+        "account.created": _l("Account synced"),
+        "account.updated": _l("Account updated by the platform"),
+    },
     "event": {
         "upgrade.submitted": _l("Upgrade application submitted"),
         "upgrade.confirmation_requested": _l("The account holder was asked to confirm"),
@@ -85,6 +105,46 @@ LABELS: dict[str, dict[str, Message]] = {
         "operator.changed": _l("The operator was changed"),
         "login_phone.changed": _l("The login phone was changed"),
     },
+    "skip_reason": {
+        "AUTO_UPGRADE_CANCELLED": _l("The merchant cancelled an earlier auto upgrade"),
+        "NEEDS_STAFF_REVIEW": _l("A big account: it needs staff review"),
+    },
+    "wave_status": {
+        "running": _l("Running"),
+        "done": _l("Done"),
+        "failed": _l("Failed"),
+        "cancelled": _l("Stopped"),
+    },
+    "review": {
+        "waiting": _l("Waiting for review"),
+        "approved": _l("Approved"),
+        "rejected": _l("Rejected"),
+    },
+    # Who did it, by the prefix of an audit row's actor ("staff:usr_…", "wave:wave_…", "holder").
+    "role": {
+        "staff": _l("Platform staff"),
+        "admin": _l("Platform system (API key)"),
+        "merchant": _l("Merchant"),
+        "holder": _l("Account holder"),
+        "wave": _l("Auto-upgrade wave"),
+        "job": _l("Background job"),
+        "system": _l("System"),
+        "cli": _l("Command line"),
+    },
+    "key_role": {
+        "admin": _l("Platform (admin)"),
+        "merchant": _l("Merchant"),
+    },
+    "delivery_health": {
+        "healthy": _l("Healthy"),
+        "retrying": _l("Retrying"),
+        "failing": _l("Failing (dead letters)"),
+    },
+    "delivery_status": {
+        "pending": _l("Pending"),
+        "delivered": _l("Delivered"),
+        "dead": _l("Dead letter"),
+    },
 }
 
 # Semi tag colours (`semi-tag-<colour>-light`), with the darker text shade from console.css for contrast.
@@ -96,6 +156,10 @@ COLOURS: dict[str, dict[str, str]] = {
         "cancelled": "grey",
         "failed": "red",
     },
+    "wave_status": {"running": "blue", "done": "green", "failed": "red", "cancelled": "grey"},
+    "review": {"waiting": "orange", "approved": "green", "rejected": "red"},
+    "delivery_health": {"healthy": "green", "retrying": "orange", "failing": "red"},
+    "check": {"passed": "green", "failed": "red"},
     "application_status": {
         "submitted": "blue",
         "reviewing": "blue",
@@ -117,3 +181,16 @@ def text(kind: str, value: str | None, lang: str) -> str:
 
 def colour(kind: str, value: str | None) -> str:
     return COLOURS.get(kind, {}).get(value or "", "grey")
+
+
+def role_of(actor: str) -> str:
+    """The kind of actor of an audit row: the part before the colon ("staff:usr_1" → staff)."""
+    return actor.split(":", 1)[0]
+
+
+def action_text(action: str, lang: str) -> str:
+    """An audit action in words, from either list; an action without words shows its code."""
+    for kind in ("action", "staff_action"):
+        if action in LABELS[kind]:
+            return text(kind, action, lang)
+    return action

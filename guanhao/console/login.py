@@ -15,9 +15,14 @@ from guanhao.console.session import (
     cookie_options,
     safe_next,
 )
-from guanhao.i18n import LANGUAGES
+from guanhao.i18n import LANGUAGES, _l
 
 router = APIRouter(route_class=pages.ConsoleRoute, include_in_schema=False)
+STAFF_SIGN_IN_ONLY = _l("This sign-in is for platform staff; merchants sign in to the merchant console")
+
+
+def for_staff_console(path: str) -> bool:
+    return path == "/staff" or path.startswith(("/staff/", "/staff?"))
 
 
 @router.get("/")
@@ -38,6 +43,10 @@ def login(current: CurrentVisit, form: Form):
             session, username=username, password=password, client=client, policy=current.policy, now=now
         )
         token = None
+        wanted = safe_next(str(form.get("next", "")), "")
+        if result.user is not None and result.user.role != "staff" and for_staff_console(wanted):
+            # The staff console signs in staff only: a merchant's right password starts no session there.
+            result = users.Login(user=None, error=errors.Forbidden(STAFF_SIGN_IN_ONLY))
         if result.user is not None:
             home_path = HOME[result.user.role]
             _, token = users.start_session(session, result.user, policy=current.policy, now=now)

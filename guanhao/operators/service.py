@@ -307,29 +307,15 @@ def _apply_operator(
     record.operator_id_hash = change.new_id_hash
     record.operator_since = now
     new = pii.open_person(change.new_name_enc, change.new_id_number_enc, change.new_phone_enc, context="person")
-    audit.record(
+    _record_applied(
         session,
-        at=now,
+        record,
+        change,
+        "operator",
+        old=old.masked(),
+        new=new.masked(),
         actor=actor,
-        action="operator.changed",
-        target_kind="account",
-        target_id=record.account_id,
-        subject_id=record.subject_id,
-        shop_id=record.shop_id,
-        detail={"change_id": change.id, "from": old.masked(), "to": new.masked()},
-    )
-    events.emit(
-        session,
-        "operator.changed",
-        at=now,
-        shop_id=record.shop_id,
-        subject_id=record.subject_id,
-        data={
-            "shop_id": record.shop_id,
-            "account_id": record.account_id,
-            "change_id": change.id,
-            "operator": new.masked(),
-        },
+        now=now,
     )
 
 
@@ -343,29 +329,49 @@ def _apply_phone(
     new = v.decrypt(change.new_phone_enc, context="login_phone")
     account.login_phone_enc = change.new_phone_enc
     account.updated_at = now
+    _record_applied(
+        session,
+        record,
+        change,
+        "login_phone",
+        old=pii.mask_phone(old),
+        new=pii.mask_phone(new),
+        actor=actor,
+        now=now,
+    )
+
+
+def _record_applied(
+    session: Session,
+    record: OfficialAccount,
+    change: PendingChange,
+    what: str,
+    *,
+    old: object,
+    new: object,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    """R-60, R-61: an applied change is audited (from → to, masked) and announced as `<what>.changed`
+    (the new value under `<what>`)."""
     audit.record(
         session,
         at=now,
         actor=actor,
-        action="login_phone.changed",
+        action=f"{what}.changed",
         target_kind="account",
         target_id=record.account_id,
         subject_id=record.subject_id,
         shop_id=record.shop_id,
-        detail={"change_id": change.id, "from": pii.mask_phone(old), "to": pii.mask_phone(new)},
+        detail={"change_id": change.id, "from": old, "to": new},
     )
     events.emit(
         session,
-        "login_phone.changed",
+        f"{what}.changed",
         at=now,
         shop_id=record.shop_id,
         subject_id=record.subject_id,
-        data={
-            "shop_id": record.shop_id,
-            "account_id": record.account_id,
-            "change_id": change.id,
-            "login_phone": pii.mask_phone(new),
-        },
+        data={"shop_id": record.shop_id, "account_id": record.account_id, "change_id": change.id, what: new},
     )
 
 

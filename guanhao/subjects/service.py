@@ -51,6 +51,31 @@ def get_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
     return shop
 
 
+def find_shops(session: Session, query: str, *, limit: int) -> list[Shop]:
+    """Staff look a shop up across every subject (R-62: staff see all): by the shop's, its subject's or its
+    official account's id, or by a part of the shop's or the subject's name; in creation order."""
+    query = query.strip()
+    if not query:
+        return []
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    stmt = (
+        select(Shop)
+        .join(Subject, Subject.id == Shop.subject_id)
+        .where(
+            or_(
+                Shop.id == query,
+                Shop.subject_id == query,
+                Shop.official_account_id == query,
+                Shop.name.like(pattern, escape="\\"),
+                Subject.name.like(pattern, escape="\\"),
+            )
+        )
+        .order_by(Shop.created_at, Shop.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
 def get_account(session: Session, account_id: str) -> Account:
     account = session.get(Account, account_id)
     if account is None:

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 
 from guanhao import clock
 from guanhao.db import Session, among
@@ -28,7 +28,7 @@ class Context:
     operator_hash: str | None
 
 
-def lapsed(at: dt.datetime):
+def lapsed(at: "dt.datetime | ColumnElement[dt.datetime]"):
     """SQL for R-15: an application still `submitted` whose holder confirmation deadline has passed — it is
     expired as a fact of time, whether or not the sweep has recorded it yet."""
     return and_(

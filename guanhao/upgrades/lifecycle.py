@@ -127,18 +127,7 @@ def transition(
         at=now,
         shop_id=app.shop_id,
         subject_id=app.subject_id,
-        data=event_data(
-            application_id=app.id,
-            shop_id=app.shop_id,
-            account_id=app.account_id,
-            subject_id=app.subject_id,
-            origin=app.origin,
-            status=app.status,
-            account_type=app.account_type,
-            attempt=app.attempt,
-            reasons=[r["code"] for r in app.reasons],
-            **(event or {}),
-        ),
+        data=event_data_of(app, **(event or {})),
     )
     session.flush()
     return app
@@ -217,3 +206,19 @@ def event_data(
         "reasons": reasons,
         **extra,
     }
+
+
+def event_data_of(app: Application, **extra: object) -> dict:
+    """R-61: `event_data` for an application as it stands."""
+    return event_data(
+        application_id=app.id,
+        shop_id=app.shop_id,
+        account_id=app.account_id,
+        subject_id=app.subject_id,
+        origin=app.origin,
+        status=app.status,
+        account_type=app.account_type,
+        attempt=app.attempt,
+        reasons=[r["code"] for r in app.reasons],
+        **extra,
+    )

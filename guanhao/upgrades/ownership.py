@@ -44,7 +44,7 @@ def build(session: Session, shop_id: str, *, now: dt.datetime) -> dict:
     shop = session.get_one(Shop, shop_id)
     account = session.get_one(Account, official.account_id)
     subject = session.get_one(Subject, official.subject_id)
-    app = session.get_one(Application, official.application_id)
+    app = session.scalars(select(Application).where(Application.id == official.application_id)).one()
     app_ids = list(session.scalars(select(Application.id).where(Application.account_id == official.account_id)))
     trail = list(
         session.scalars(

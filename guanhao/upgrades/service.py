@@ -231,7 +231,7 @@ def submit(
             "consent": consent,
         },
     )
-    data = _event_data(app)
+    data = lifecycle.event_data_of(app)
     events.emit(session, "upgrade.submitted", at=now, shop_id=app.shop_id, subject_id=app.subject_id, data=data)
     # R-62: the capability travels towards the holder only: this event (the platform's app asks the holder
     # with it) and the SMS to the holder's phone.
@@ -297,21 +297,6 @@ def confirmation_url(public_url: str, token: str) -> str:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _event_data(app: Application, **extra: object) -> dict:
-    return lifecycle.event_data(
-        application_id=app.id,
-        shop_id=app.shop_id,
-        account_id=app.account_id,
-        subject_id=app.subject_id,
-        origin=app.origin,
-        status=app.status,
-        account_type=app.account_type,
-        attempt=app.attempt,
-        reasons=[r["code"] for r in app.reasons],
-        **extra,
-    )
 
 
 # ---------------------------------------------------------------- the holder answers
@@ -389,17 +374,25 @@ def review(
 
 
 def recheck(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
-    """R-16: the checks again, not counting the application's own reservations; a shop whose binding changed
-    meanwhile fails ACCOUNT_NOT_BOUND, and a type the merchant did not choose fails as QUOTA_EXHAUSTED."""
+    """R-16: the checks that fail now (`recheck_all`)."""
+    return rules.failed(recheck_all(session, app, policy, now=now))
+
+
+def recheck_all(session: Session, app: Application, policy: Policy, *, now: dt.datetime) -> list[rules.Check]:
+    """R-16: every check again, passed or not, not counting the application's own reservations; a shop whose
+    binding changed meanwhile fails ACCOUNT_NOT_BOUND, and a type the merchant did not choose fails as
+    QUOTA_EXHAUSTED. What staff see before approving is what `approve` decides on."""
     shop = session.get_one(Shop, app.shop_id)
     ctx = facts.gather(session, shop, policy, now=now, explicit_type=app.account_type, own=app)
     checks, _ = rules.evaluate(policy, ctx.facts)
-    failures = rules.failed(checks)
     if shop.official_account_id != app.account_id:
-        failures.insert(0, rules.Check("ACCOUNT_NOT_BOUND", False))
+        checks.insert(0, rules.Check("ACCOUNT_NOT_BOUND", False))
     if not app.type_chosen:
-        failures = [rules.Check("QUOTA_EXHAUSTED", False) if c.code == "TYPE_QUOTA_EXHAUSTED" else c for c in failures]
-    return failures
+        checks = [
+            rules.Check("QUOTA_EXHAUSTED", False) if c.code == "TYPE_QUOTA_EXHAUSTED" and not c.passed else c
+            for c in checks
+        ]
+    return checks
 
 
 def approve(

@@ -111,6 +111,14 @@ def get(session: Session, wave_id: str) -> Wave:
     return wave
 
 
+def recent(session: Session, *, limit: int, status: str | None = None) -> list[Wave]:
+    """Waves newest first (the staff console's history), optionally of one state."""
+    stmt = select(Wave).order_by(Wave.created_at.desc(), Wave.id.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(Wave.status == status)
+    return list(session.scalars(stmt))
+
+
 # ---------------------------------------------------------------- the work
 
 

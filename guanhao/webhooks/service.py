@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 import structlog
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from guanhao import errors, pii
@@ -120,6 +120,65 @@ def deliveries(session: Session, *, status: str | None, before_seq: int | None, 
     if before_seq is not None:
         stmt = stmt.where(WebhookDelivery.seq < before_seq)
     return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class Health:
+    """How deliveries to one endpoint fare (R-61): counts by state, the last success, the latest failure."""
+
+    pending: int = 0
+    delivered: int = 0
+    dead: int = 0
+    retrying: int = 0  # pending deliveries that failed at least once
+    last_delivered_at: dt.datetime | None = None
+    last_error: str | None = None
+    last_status: int | None = None
+
+    @property
+    def state(self) -> str:
+        """healthy (nothing failing), retrying (failures being retried), failing (dead letters)."""
+        if self.dead:
+            return "failing"
+        return "retrying" if self.retrying else "healthy"
+
+
+def delivery_health(session: Session, endpoint_ids: list[str]) -> dict[str, Health]:
+    """R-61: for each endpoint, its deliveries by state, how many are being retried, when one last arrived,
+    and the error of its latest failed attempt; every endpoint asked for is present."""
+    counts: dict[str, dict] = {e: {} for e in endpoint_ids}
+    if not endpoint_ids:
+        return {}
+    rows = session.execute(
+        select(
+            WebhookDelivery.endpoint_id,
+            WebhookDelivery.status,
+            func.count(),
+            func.sum(case((WebhookDelivery.attempts > 0, 1), else_=0)),
+            func.max(WebhookDelivery.delivered_at),
+        )
+        .where(WebhookDelivery.endpoint_id.in_(endpoint_ids))
+        .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.status)
+    ).all()
+    for endpoint_id, status, count, tried, delivered_at in rows:
+        figures = counts[endpoint_id]
+        figures[status] = count
+        if status == "pending":
+            figures["retrying"] = int(tried or 0)
+        if status == "delivered":
+            figures["last_delivered_at"] = delivered_at
+    latest = (
+        select(WebhookDelivery.endpoint_id, func.max(WebhookDelivery.seq).label("seq"))
+        .where(WebhookDelivery.endpoint_id.in_(endpoint_ids), WebhookDelivery.last_error.is_not(None))
+        .group_by(WebhookDelivery.endpoint_id)
+        .subquery()
+    )
+    for endpoint_id, error, status in session.execute(
+        select(WebhookDelivery.endpoint_id, WebhookDelivery.last_error, WebhookDelivery.last_status).join(
+            latest, WebhookDelivery.seq == latest.c.seq
+        )
+    ):
+        counts[endpoint_id].update(last_error=error, last_status=status)
+    return {e: Health(**figures) for e, figures in counts.items()}
 
 
 def remove_endpoint(session: Session, endpoint_id: str, *, now: dt.datetime) -> None:

@@ -69,7 +69,7 @@ def classify(app):
     for method, path, route in api_routes(app):
         if _depends_on(route.dependant, http.admin):
             admin.append((method, path, route))
-        elif _depends_on(route.dependant, http.authenticated):
+        elif _depends_on(route.dependant, http.authenticated) or _depends_on(route.dependant, http.bearer):
             merchant.append((method, path, route))
         else:
             anonymous.append((method, path, route))

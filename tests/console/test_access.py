@@ -177,7 +177,7 @@ def test_r15_the_holders_expired_answered_and_unknown_links(console, browser):
 def test_one_login_for_both_roles_staff_land_on_the_staff_console(console, page):
     subject_id, shop_id, _ = console.api.ready_shop()
     console.login(page, console.staff_user(), home="/staff")
-    expect(page.get_by_role("heading", level=1)).to_have_text("平台运营后台")
+    expect(page.get_by_role("heading", level=1)).to_have_text("数据看板")
     # the merchant console is not theirs
     assert page.goto(f"{console.url}/shops/{shop_id}").status == 404
     assert page.goto(f"{console.url}/shops").status == 404

@@ -1,0 +1,127 @@
+"""One-statement reads off the thread pool, for the hottest GETs.
+
+A hot read is one SQLAlchemy Core statement (authentication, clock and data joined), run:
+- on PostgreSQL, by an asyncpg pool that the app's lifespan opens in the server's event loop: no thread
+  hop, no ORM, no second round trip. The statement is compiled once for asyncpg and prepared by it.
+- anywhere else (SQLite, or an app driven without its lifespan, as some tests do), on the ordinary engine
+  in a worker thread, as a read-only unit (SQLite's deferred BEGIN: it never takes the write lock).
+
+Both run the same statement, so they answer the same rows; a single statement sees one snapshot.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql import Select
+
+from guanhao import errors
+from guanhao.db import WRITE_OPTION, get_engine, pg_state_unavailable
+from guanhao.i18n import _l
+from guanhao.settings import get_settings
+
+log = structlog.get_logger("guanhao.reader")
+
+_pool: Any = None  # the asyncpg pool of this process's server loop, when there is one
+_pool_loop: asyncio.AbstractEventLoop | None = None
+_compiled: dict[int, tuple[Select, str, list[str], dict[str, Any]]] = {}
+
+
+def _asyncpg_dsn(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def open_pool() -> None:
+    """From the app's lifespan: an asyncpg pool for this process (PostgreSQL only; a no-op otherwise)."""
+    global _pool, _pool_loop
+    dsn = _asyncpg_dsn(get_settings().resolved_database_url)
+    if dsn is None or (_pool is not None and _pool_loop is asyncio.get_running_loop()):
+        return
+    await close_pool()  # one left by an app whose loop is gone (tests)
+    import asyncpg
+
+    settings = get_settings()
+    _pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        timeout=settings.db_busy_timeout,
+        # A bound on each read kept by the server, not by a client-side timer per query.
+        server_settings={"statement_timeout": str(int(max(settings.db_busy_timeout, 30) * 1000))},
+        # The pool runs single read statements outside any transaction and sets nothing on a connection:
+        # asyncpg's reset on release (unlock, close cursors, unlisten, reset settings) would be a second
+        # round trip per read for nothing.
+        reset=_nothing_to_reset,
+    )
+    _pool_loop = asyncio.get_running_loop()
+
+
+async def _nothing_to_reset(_connection) -> None:
+    return None
+
+
+async def close_pool() -> None:
+    global _pool, _pool_loop
+    pool, loop, _pool, _pool_loop = _pool, _pool_loop, None, None
+    if pool is None:
+        return
+    if loop is asyncio.get_running_loop():
+        await pool.close()
+    else:  # its loop is gone: close the sockets without it
+        pool.terminate()
+
+
+def _for_asyncpg(stmt: Select) -> tuple[str, list[str], dict[str, Any]]:
+    """The statement's SQL for asyncpg, its parameter names in order, and the values it binds itself."""
+    hit = _compiled.get(id(stmt))
+    if hit is None or hit[0] is not stmt:
+        from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+        compiled = stmt.compile(dialect=PGDialect_asyncpg())
+        fixed = dict(compiled.construct_params(_check=False))
+        hit = (stmt, str(compiled), list(compiled.positiontup or ()), fixed)
+        _compiled[id(stmt)] = hit
+    return hit[1], hit[2], hit[3]
+
+
+async def one(stmt: Select, params: Mapping[str, Any], *, engine: Engine | None = None) -> Mapping[str, Any] | None:
+    """The statement's first row as a mapping (column label → value), or None."""
+    if _pool is not None and engine is None and _pool_loop is asyncio.get_running_loop():
+        sql, names, fixed = _for_asyncpg(stmt)
+        try:
+            record = await _pool.fetchrow(sql, *(params[n] if n in params else fixed[n] for n in names))
+        except Exception as exc:
+            if _unreachable(exc):
+                log.warning("database.unavailable", error_type=type(exc).__name__, route="(fast read)")
+                raise errors.ServiceUnavailable(
+                    _l("The database is busy or cannot be reached; try again shortly"),
+                    retry_after=get_settings().retry_after,
+                ) from exc
+            raise
+        return None if record is None else dict(record.items())
+    return await anyio.to_thread.run_sync(_one_sync, stmt, params, engine or get_engine())
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """asyncpg's ways of saying what `db.unavailable` recognises for the other drivers: no answer from a
+    server (refused, closed, timed out), or a SQLSTATE of a server gone or busy."""
+    import asyncpg
+
+    if isinstance(exc, OSError | asyncpg.InterfaceError):  # TimeoutError is an OSError
+        return True
+    return isinstance(exc, asyncpg.PostgresError) and pg_state_unavailable(getattr(exc, "sqlstate", None) or "")
+
+
+def _one_sync(stmt: Select, params: Mapping[str, Any], engine: Engine) -> Mapping[str, Any] | None:
+    with engine.connect().execution_options(**{WRITE_OPTION: False}) as conn:
+        row = conn.execute(stmt, dict(params)).mappings().first()
+        result = None if row is None else dict(row)
+        conn.rollback()
+    return result

@@ -10,7 +10,7 @@ their lines are parsed one by one with the same `loads`.
 
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -94,7 +94,10 @@ def loads(raw: bytes) -> Any:
                 column=exc.colno,
             )
         ) from None
-    _check_tree(value)
+    # Valid UTF-8 decodes to no surrogate: only a \u escape can make one. And nesting deeper than MAX_DEPTH
+    # needs more than MAX_DEPTH brackets. Without either, the walk has nothing to find (an import line).
+    if b"\\u" in raw or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        _check_tree(value)
     return value
 
 
@@ -252,31 +255,60 @@ def replaying(body: bytes, receive):
 async def ndjson_lines(chunks: AsyncIterator[bytes], *, max_line: int) -> AsyncIterator[tuple[int, bytes | None]]:
     """(line number, line) for each line of a stream as it arrives, from 1; None for a line longer than
     `max_line` bytes, which is skipped without being held. Memory stays within one chunk and one line."""
-    number = 0
-    pending = bytearray()
-    overflow = False
+    splitter = LineSplitter(max_line)
     async for chunk in chunks:
+        for pair in splitter.feed(chunk):
+            yield pair
+    for pair in splitter.end():
+        yield pair
+
+
+def ndjson_file_lines(chunks: Iterable[bytes], *, max_line: int) -> Iterator[tuple[int, bytes | None]]:
+    """The same as `ndjson_lines`, for chunks read synchronously (a file, from the command line)."""
+    splitter = LineSplitter(max_line)
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.end()
+
+
+class LineSplitter:
+    """Cuts chunks into numbered lines; a line past `max_line` bytes comes out as None, never held whole."""
+
+    def __init__(self, max_line: int):
+        self.max_line = max_line
+        self.number = 0
+        self.pending = bytearray()
+        self.overflow = False
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes | None]]:
+        out: list[tuple[int, bytes | None]] = []
         start = 0
         while True:
             end = chunk.find(b"\n", start)
             if end < 0:
-                if not overflow:
-                    pending += chunk[start:]
-                    if len(pending) > max_line:
-                        overflow = True
-                        pending.clear()
-                break
-            number += 1
-            if overflow:
-                yield number, None
+                if not self.overflow:
+                    self.pending += chunk[start:]
+                    if len(self.pending) > self.max_line:
+                        self.overflow = True
+                        self.pending.clear()
+                return out
+            self.number += 1
+            if self.overflow:
+                out.append((self.number, None))
+            elif not self.pending:
+                line = chunk[start:end]
+                out.append((self.number, line if len(line) <= self.max_line else None))
             else:
-                pending += chunk[start:end]
-                line = bytes(pending)
-                pending.clear()
-                yield number, line if len(line) <= max_line else None
-            overflow = False
+                self.pending += chunk[start:end]
+                line = bytes(self.pending)
+                self.pending.clear()
+                out.append((self.number, line if len(line) <= self.max_line else None))
+            self.overflow = False
             start = end + 1
-    if overflow:
-        yield number + 1, None
-    elif pending:
-        yield number + 1, bytes(pending)
+
+    def end(self) -> list[tuple[int, bytes | None]]:
+        if self.overflow:
+            return [(self.number + 1, None)]
+        if self.pending:
+            return [(self.number + 1, bytes(self.pending))]
+        return []

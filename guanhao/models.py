@@ -10,7 +10,7 @@ from guanhao.keyring import KeyFingerprint
 from guanhao.operators.models import PendingChange
 from guanhao.posting.models import PostingCounter
 from guanhao.sandbox.models import SmsMessage
-from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.subjects.models import Account, ImportFile, ImportRejection, Shop, Subject
 from guanhao.upgrades.models import Application, Consent, OfficialAccount, Slot, Wave, WaveSkip, WaveWorker
 from guanhao.webhooks.models import WebhookDelivery, WebhookEndpoint
 from guanhao.worker.models import DutyRow
@@ -25,6 +25,8 @@ __all__ = [
     "ConsoleSession",
     "DutyRow",
     "IdempotencyRecord",
+    "ImportFile",
+    "ImportRejection",
     "KeyFingerprint",
     "LoginThrottle",
     "OfficialAccount",

@@ -62,6 +62,10 @@ _FREE_TEXT_CONTROLS = frozenset("\t\n\r")
 # U+200B..U+200D, U+2060, the BOM U+FEFF …); Cs: lone surrogates, which no encoding can store.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Text made only of these ranges holds no refused code point (tests/test_text_fast_path.py walks every one of
+# them): printable ASCII with tab and line breaks, CJK symbols and punctuation, CJK unified ideographs, fullwidth
+# forms. Most names the platform syncs are such text, and a match spares the walk code point by code point.
+_COMMON_TEXT = re.compile(r"[\t\n\r\x20-\x7e\u3000-\u303f\u4e00-\u9fff\uff01-\uff60]*")
 
 
 def _is_noncharacter(cp: int) -> bool:
@@ -74,12 +78,16 @@ def refused_character(text: str) -> str | None:
     if text.isascii():
         found = _ASCII_CONTROL.search(text)
         return f"U+{ord(found.group()):04X}" if found else None
+    if _COMMON_TEXT.fullmatch(text):
+        return None
     for ch in text:
-        if ch in _FREE_TEXT_CONTROLS:
-            continue
-        if unicodedata.category(ch) in _REFUSED_CATEGORIES or _is_noncharacter(ord(ch)):
+        if ch not in _FREE_TEXT_CONTROLS and _refused_alone(ch):
             return f"U+{ord(ch):04X}"
     return None
+
+
+def _refused_alone(ch: str) -> bool:
+    return unicodedata.category(ch) in _REFUSED_CATEGORIES or _is_noncharacter(ord(ch))
 
 
 def _clean(value: Any, loc: tuple, problems: list) -> Any:

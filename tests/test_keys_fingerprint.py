@@ -54,6 +54,7 @@ COMMANDS = [
     ("audit", "verify"),
     ("api-keys", "create", "--role", "admin"),
     ("waves", "show", "wave_none"),
+    ("import", __file__),
 ]
 
 

@@ -6,7 +6,7 @@ from guanhao.http import Admin, CursorParam, decode_key_cursor, key_feed_cursor
 from guanhao.i18n import _l
 from guanhao.schemas import IdPath, problem_responses
 from guanhao.settings import get_settings
-from guanhao.subjects import service
+from guanhao.subjects import bulk, service
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import (
     AccountIn,
@@ -129,7 +129,7 @@ async def bulk_import(request: Request, call: Admin):
 
     def commit(lines: list[tuple[int, bytes | None]]) -> None:
         with call.unit() as (session, now):
-            part = service.import_lines(session, lines, actor=call.actor, now=now)
+            part = bulk.import_lines(session, lines, actor=call.actor, now=now)
         result.add(part)
 
     held = 0

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from sqlalchemy import Boolean, CheckConstraint, Date, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, Date, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from guanhao.db import Base, UTCDateTime
@@ -79,3 +79,33 @@ class Account(Base):
         CheckConstraint("followers >= 0 AND following >= 0 AND posts >= 0 AND violations_90d >= 0", name="counts"),
         Index("ix_accounts_creation_order", "created_at", "id"),
     )
+
+
+class ImportFile(Base):
+    """An NDJSON file imported from the command line (`guanhao import FILE`), keyed by its content's SHA-256: the
+    last line committed moves in the same transaction as each batch, so an import that stopped resumes after it,
+    and each line lands exactly once."""
+
+    __tablename__ = "import_files"
+
+    file_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    lines_done: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    # Accepted lines per kind: {"subject": n, "account": n, "shop": n, "binding": n}.
+    by_kind: Mapped[dict] = mapped_column(JSON, default=dict)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImportRejection(Base):
+    """A line of a command-line import that was refused: its number, its error code and detail (R-63)."""
+
+    __tablename__ = "import_rejections"
+
+    file_hash: Mapped[str] = mapped_column(ForeignKey("import_files.file_hash", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)

@@ -3,7 +3,7 @@
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
@@ -12,7 +12,7 @@ from guanhao import bodies, errors, pii
 from guanhao.audit import service as audit
 from guanhao.db import Session, refusing
 from guanhao.i18n import Message, _l
-from guanhao.schemas import ID_RE
+from guanhao.schemas import ID_RE, RequestBody
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.schemas import AccountIn, BindingIn, ShopIn, SubjectIn
 
@@ -47,7 +47,7 @@ def get_subject(session: Session, subject_id: str) -> Subject:
 def get_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
     shop = session.get(Shop, shop_id, with_for_update={"key_share": True} if lock else None)
     if shop is None:
-        raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
+        raise shop_not_found(shop_id)
     return shop
 
 
@@ -111,8 +111,12 @@ def known_subject(session: Session, subject_id: str) -> Subject:
     """A subject a payload refers to: unknown is the caller's mistake (422, R-63), not a missing resource."""
     subject = session.get(Subject, subject_id)
     if subject is None:
-        raise _unknown("subject_id", _l("Subject {subject_id} is not known; sync it first", subject_id=subject_id))
+        raise unknown_subject(subject_id)
     return subject
+
+
+def unknown_subject(subject_id: str) -> errors.DomainError:
+    return _unknown("subject_id", _l("Subject {subject_id} is not known; sync it first", subject_id=subject_id))
 
 
 def _unknown(field: str, detail: Message) -> errors.DomainError:
@@ -128,12 +132,29 @@ def put_subject(
     if subject is None:
         subject = Subject(id=subject_id, created_at=now)
         session.add(subject)
-    subject.name = body.name
-    subject.subject_type = body.subject_type
-    subject.cross_border = body.cross_border
-    subject.license_valid_until = body.license_valid_until
-    subject.license_number = body.license_number
-    subject.updated_at = now
+    for name, value in subject_values(body, now).items():
+        setattr(subject, name, value)
+    record_subject(session, subject_id, body, created=created, actor=actor, now=now)
+    session.flush()
+    return subject, created
+
+
+def subject_values(body: SubjectIn, now: dt.datetime) -> dict:
+    """The columns a sync of a subject sets (the single sync and the batch import)."""
+    return {
+        "name": body.name,
+        "subject_type": body.subject_type,
+        "cross_border": body.cross_border,
+        "license_valid_until": body.license_valid_until,
+        "license_number": body.license_number,
+        "updated_at": now,
+    }
+
+
+def record_subject(
+    session: Session, subject_id: str, body: SubjectIn, *, created: bool, actor: str, now: dt.datetime
+) -> None:
+    """R-60: the audit row of a subject's sync."""
     audit.record(
         session,
         at=now,
@@ -144,8 +165,6 @@ def put_subject(
         subject_id=subject_id,
         detail={"subject_type": body.subject_type, "cross_border": body.cross_border},
     )
-    session.flush()
-    return subject, created
 
 
 def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: dt.datetime) -> tuple[Shop, bool]:
@@ -159,13 +178,28 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
         session.add(shop)
     elif shop.subject_id != body.subject_id:
         # SPEC R-21: the upgrade keeps the subject behind the account; never move a shop under one.
-        _guard_moves(session, shop, now)
-    shop.subject_id = body.subject_id
-    shop.name = body.name
-    shop.shop_type = body.shop_type
-    shop.status = body.status
-    shop.experience_score = body.experience_score
-    shop.updated_at = now
+        guard_moves(session, shop, now)
+    for name, value in shop_values(body, now).items():
+        setattr(shop, name, value)
+    record_shop(session, shop_id, body, created=created, actor=actor, now=now)
+    session.flush()
+    return shop, created
+
+
+def shop_values(body: ShopIn, now: dt.datetime) -> dict:
+    """The columns a sync of a shop sets (the single sync and the batch import)."""
+    return {
+        "subject_id": body.subject_id,
+        "name": body.name,
+        "shop_type": body.shop_type,
+        "status": body.status,
+        "experience_score": body.experience_score,
+        "updated_at": now,
+    }
+
+
+def record_shop(session: Session, shop_id: str, body: ShopIn, *, created: bool, actor: str, now: dt.datetime) -> None:
+    """R-60: the audit row of a shop's sync."""
     audit.record(
         session,
         at=now,
@@ -177,8 +211,6 @@ def put_shop(session: Session, shop_id: str, body: ShopIn, *, actor: str, now: d
         shop_id=shop_id,
         detail={"shop_type": body.shop_type, "status": body.status, "experience_score": body.experience_score},
     )
-    session.flush()
-    return shop, created
 
 
 def put_account(
@@ -193,22 +225,44 @@ def put_account(
         account = Account(id=account_id, created_at=now)
         session.add(account)
     else:
-        for check in ACCOUNT_GUARDS:
-            check(session, account, body)
+        guard_account(session, account, body)
+    for name, value in account_values(body, now).items():
+        setattr(account, name, value)
+    record_account(session, account_id, body, created=created, actor=actor, now=now)
+    session.flush()
+    return account, created
+
+
+def guard_account(session: Session, account: Account, body: AccountIn) -> None:
+    """R-24: the registered checks on a sync of an existing account."""
+    for check in ACCOUNT_GUARDS:
+        check(session, account, body)
+
+
+def account_values(body: AccountIn, now: dt.datetime) -> dict:
+    """The columns a sync of an account sets, its holder and login phone sealed with their blind index (R-50)."""
     holder = pii.seal_person(body.holder.person(), context="person")
-    account.nickname = body.nickname
-    account.followers = body.followers
-    account.following = body.following
-    account.posts = body.posts
-    account.status = body.status
-    account.real_name_verified = body.real_name_verified
-    account.violations_90d = body.violations_90d
-    account.login_phone_enc = pii.vault().encrypt(body.login_phone, context="login_phone")
-    account.holder_name_enc = holder["name_enc"]
-    account.holder_id_number_enc = holder["id_number_enc"]
-    account.holder_phone_enc = holder["phone_enc"]
-    account.holder_id_hash = holder["id_hash"]
-    account.updated_at = now
+    return {
+        "nickname": body.nickname,
+        "followers": body.followers,
+        "following": body.following,
+        "posts": body.posts,
+        "status": body.status,
+        "real_name_verified": body.real_name_verified,
+        "violations_90d": body.violations_90d,
+        "login_phone_enc": pii.vault().encrypt(body.login_phone, context="login_phone"),
+        "holder_name_enc": holder["name_enc"],
+        "holder_id_number_enc": holder["id_number_enc"],
+        "holder_phone_enc": holder["phone_enc"],
+        "holder_id_hash": holder["id_hash"],
+        "updated_at": now,
+    }
+
+
+def record_account(
+    session: Session, account_id: str, body: AccountIn, *, created: bool, actor: str, now: dt.datetime
+) -> None:
+    """R-60: the audit row of an account's sync, its holder masked (R-50)."""
     audit.record(
         session,
         at=now,
@@ -223,8 +277,6 @@ def put_account(
             "holder": body.holder.person().masked(),
         },
     )
-    session.flush()
-    return account, created
 
 
 def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt.datetime) -> Shop:
@@ -233,13 +285,11 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
     shop = get_shop(session, shop_id, lock=True)
     account = session.get(Account, body.account_id)
     if account is None:
-        raise _unknown("account_id", _l("Account {account_id} is not known; sync it first", account_id=body.account_id))
+        raise unknown_account(body.account_id)
     if shop.official_account_id == body.account_id:
         return shop
-    _guard_moves(session, shop, now)
-    taken = errors.AccountAlreadyBound(
-        _l("Account {account_id} is the official account of another shop", account_id=body.account_id)
-    )
+    guard_moves(session, shop, now)
+    taken = account_taken(body.account_id)
     if session.scalar(select(Shop.id).where(Shop.official_account_id == body.account_id)) is not None:
         raise taken
     previous = shop.official_account_id
@@ -247,6 +297,37 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
     with refusing(session, taken):
         shop.official_account_id = body.account_id
         shop.updated_at = now
+    record_binding(session, shop_id, shop.subject_id, previous, body.account_id, actor=actor, now=now)
+    session.flush()
+    return shop
+
+
+def unknown_account(account_id: str) -> errors.DomainError:
+    return _unknown("account_id", _l("Account {account_id} is not known; sync it first", account_id=account_id))
+
+
+def shop_not_found(shop_id: str) -> errors.DomainError:
+    return errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
+
+
+def account_taken(account_id: str) -> errors.DomainError:
+    """R-05: the refusal of a binding to an account that is another shop's official account."""
+    return errors.AccountAlreadyBound(
+        _l("Account {account_id} is the official account of another shop", account_id=account_id)
+    )
+
+
+def record_binding(
+    session: Session,
+    shop_id: str,
+    subject_id: str,
+    previous: str | None,
+    account_id: str,
+    *,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    """R-60: the audit row of a (re)binding."""
     audit.record(
         session,
         at=now,
@@ -254,53 +335,95 @@ def bind(session: Session, shop_id: str, body: BindingIn, *, actor: str, now: dt
         action="shop.official_account_bound",
         target_kind="shop",
         target_id=shop_id,
-        subject_id=shop.subject_id,
+        subject_id=subject_id,
         shop_id=shop_id,
         from_state=previous,
-        to_state=body.account_id,
+        to_state=account_id,
     )
-    session.flush()
-    return shop
 
 
-def _guard_moves(session: Session, shop: Shop, now: dt.datetime) -> None:
+def guard_moves(session: Session, shop: Shop, now: dt.datetime) -> None:
+    """R-21: the registered checks before a shop moves to another subject or is bound to another account."""
     for check in SHOP_GUARDS:
         check(session, shop, now)
+
+
+_SCHEMAS: dict[str, type[RequestBody]] = {
+    "subject": SubjectIn,
+    "shop": ShopIn,
+    "account": AccountIn,
+    "binding": BindingIn,
+}
+_VERBS: dict[str, Callable[..., Any]] = {"subject": put_subject, "shop": put_shop, "account": put_account}
 
 
 @dataclass
 class ImportResult:
     accepted: int = 0
     rejected: list[tuple[int, errors.DomainError]] = field(default_factory=list)
+    # Accepted lines per kind (subject, account, shop, binding).
+    by_kind: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "ImportResult") -> None:
         self.accepted += other.accepted
         self.rejected.extend(other.rejected)
+        for kind, count in other.by_kind.items():
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + count
+
+    def took(self, kind: str) -> None:
+        self.accepted += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+
+@dataclass(frozen=True)
+class Line:
+    """One parsed and validated import line: its kind, the id it names (a binding's is its shop's), its body."""
+
+    number: int
+    kind: str
+    object_id: str
+    body: Any
 
 
 def import_lines(
     session: Session, lines: Iterable[tuple[int, bytes | None]], *, actor: str, now: dt.datetime
 ) -> ImportResult:
-    """NDJSON bulk sync of (line number, line) pairs — a line is None when it was too long to hold. Each
-    line stands alone: a bad line is reported by its number and never stops the others (R-63). The caller commits
-    a batch of lines at a time, so a long import lets other writers in between batches."""
+    """NDJSON bulk sync of (line number, line) pairs — a line is None when it was too long to hold — one line at
+    a time. Each line stands alone: a bad line is reported by its number and never stops the others (R-63). The
+    import itself is set-based (guanhao.subjects.bulk); this is its reference and its fallback."""
     result = ImportResult()
+    parsed: list[Line] = []
     for number, raw in lines:
         if raw is not None and not raw.strip():
             continue
         try:
-            with session.begin_nested():
-                _import_one(session, raw, actor=actor, now=now)
-            result.accepted += 1
+            parsed.append(parse_line(number, raw))
         except errors.DomainError as exc:
             result.rejected.append((number, exc))
+    result.add(apply_lines(session, parsed, actor=actor, now=now))
+    result.rejected.sort(key=lambda pair: pair[0])
+    return result
+
+
+def apply_lines(session: Session, lines: Iterable[Line], *, actor: str, now: dt.datetime) -> ImportResult:
+    """Parsed lines applied one at a time, each in a savepoint of its own: a refused line changes nothing (R-63)."""
+    result = ImportResult()
+    for line in lines:
+        try:
+            with session.begin_nested():
+                apply_line(session, line, actor=actor, now=now)
+            result.took(line.kind)
+        except errors.DomainError as exc:
+            result.rejected.append((line.number, exc))
     return result
 
 
 NOT_AN_OBJECT = _l("The line is not a JSON object")
 
 
-def _import_one(session: Session, raw: bytes | None, *, actor: str, now: dt.datetime) -> None:
+def parse_line(number: int, raw: bytes | None) -> Line:
+    """R-63: a line's JSON (the service's strict parser) and its body (the same schema as the single sync), or the
+    error that rejects it."""
     if raw is None:
         raise errors.PayloadTooLarge(_l("The line is longer than a request body may be"))
     try:
@@ -310,20 +433,20 @@ def _import_one(session: Session, raw: bytes | None, *, actor: str, now: dt.date
     if not isinstance(obj, dict):
         raise errors.MalformedBody(NOT_AN_OBJECT)
     kind = obj.pop("kind", None)
+    if kind not in _SCHEMAS:
+        raise errors.ValidationFailed(_l("kind: must be subject, shop, account or binding"))
+    object_id = _line_id(obj, "shop_id" if kind == "binding" else "id")
     try:
-        match kind:
-            case "binding":
-                bind(session, _line_id(obj, "shop_id"), BindingIn.model_validate(obj), actor=actor, now=now)
-            case "subject":
-                put_subject(session, _line_id(obj, "id"), SubjectIn.model_validate(obj), actor=actor, now=now)
-            case "shop":
-                put_shop(session, _line_id(obj, "id"), ShopIn.model_validate(obj), actor=actor, now=now)
-            case "account":
-                put_account(session, _line_id(obj, "id"), AccountIn.model_validate(obj), actor=actor, now=now)
-            case _:
-                raise errors.ValidationFailed(_l("kind: must be subject, shop, account or binding"))
+        return Line(number, kind, object_id, _SCHEMAS[kind].model_validate(obj))
     except ValidationError as exc:
-        raise errors.invalid_payload(exc.errors()) from None
+        raise errors.invalid_payload([dict(e) for e in exc.errors()]) from None
+
+
+def apply_line(session: Session, line: Line, *, actor: str, now: dt.datetime) -> None:
+    if line.kind == "binding":
+        bind(session, line.object_id, line.body, actor=actor, now=now)
+    else:
+        _VERBS[line.kind](session, line.object_id, line.body, actor=actor, now=now)
 
 
 def _line_id(obj: dict, field: str) -> str:

@@ -104,7 +104,7 @@ class InvalidTransition(DomainError):
     code, status, title = "INVALID_TRANSITION", 409, _l("Not allowed in the current state")
 
 
-class WaveFinished(DomainError):
+class WaveFinished(InvalidTransition):
     code, status, title = "WAVE_FINISHED", 409, _l("The wave has finished")
 
 

@@ -120,13 +120,14 @@ def engine(database):
 
 
 @pytest.fixture
-def app(database, monkeypatch):
+def app(database, monkeypatch, request):
     """The app, with a worker inside that runs only the waves duty: waves started over the API are worked by
-    workers (R-11), and the other duties (expiry sweeps, deliveries) stay under each test's control."""
+    workers (R-11), and the other duties (expiry sweeps, deliveries) stay under each test's control. A test
+    marked `no_worker` works its waves itself."""
     from guanhao.app import create_app
     from guanhao.settings import get_settings
 
-    monkeypatch.setenv("GUANHAO_WORKER", "1")
+    monkeypatch.setenv("GUANHAO_WORKER", "0" if request.node.get_closest_marker("no_worker") else "1")
     monkeypatch.setenv("GUANHAO_WORKER_DUTIES", "waves")
     get_settings.cache_clear()
     return create_app()
@@ -183,10 +184,14 @@ def serving(app):
 
 
 @pytest.fixture
-def live_server(database):
+def live_server(database, monkeypatch, request):
     """A real uvicorn server on a free port, in a thread of this process, against this test's database."""
     from guanhao.app import create_app
+    from guanhao.settings import get_settings
 
+    if request.node.get_closest_marker("no_worker"):
+        monkeypatch.setenv("GUANHAO_WORKER", "0")
+        get_settings.cache_clear()
     with serving(create_app()) as url:
         yield url
 

@@ -6,6 +6,7 @@ import csv
 import io
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from guanhao import clock
@@ -67,6 +68,7 @@ def test_r11_a_wave_from_the_dry_run_to_done(console, page):
     expect(page.locator("tr[data-wave]")).to_contain_text("完成")
 
 
+@pytest.mark.no_worker
 def test_r11_live_progress_by_polling_while_a_worker_works(console, page):
     api = console.api
     subject_id = api.subject()
@@ -93,6 +95,7 @@ def test_r11_live_progress_by_polling_while_a_worker_works(console, page):
     expect(live.locator(".semi-tag")).to_have_text("完成")
 
 
+@pytest.mark.no_worker
 def test_r11_a_wave_is_stopped_after_a_confirmation(console, page):
     api = console.api
     api.ready_shop(shop_fields=HIGH)

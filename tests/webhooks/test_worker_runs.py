@@ -77,7 +77,7 @@ def test_r61_guanhao_serve_deliver_webhooks(database, tmp_path, monkeypatch, adm
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120
             while True:
                 try:
                     if client.get(f"{API}/health").status_code == 200:

@@ -197,9 +197,27 @@ def get_eligibility(
 
 
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
-def get_quotas(subject_id: IdPath, call: Authenticated):
-    with call.unit() as (session, now):
-        return service.subject_quotas(session, _visible_subject(session, call, subject_id), call.policy, now=now)
+async def get_quotas(subject_id: IdPath, caller: BearerToken) -> Response:
+    """One statement off the thread pool (see `quotas_body`); served by `ReadLane` before routing, this route
+    documents it and answers what the lane leaves (an id the path pattern refuses: 422)."""
+    return Response(await quotas_body(subject_id, caller, ""), media_type="application/json")
+
+
+async def quotas_body(subject_id: str, caller: Bearer, lang: str) -> bytes:
+    """`service.subject_quotas` in one statement: the key, the clock, the subject, its followers and its pools."""
+    row = await reader.one(
+        reads.quotas_statement(by_key=caller.admin is None, sandbox=get_settings().sandbox),
+        reads.params(
+            subject_id=subject_id,
+            **reads.quota_params(subject_id),
+            token=caller.token,
+            admin=caller.admin,
+            now=clock.real_now(),
+        ),
+    )
+    assert row is not None  # the statement is anchored on one row
+    principal = reads.principal_of(row, caller.admin)
+    return reads.render_quotas(reads.quotas_of(row, get_policy(), principal, subject_id))
 
 
 class SubjectShopOut(BaseModel):
@@ -430,4 +448,5 @@ def ownership_record(shop_id: IdPath, call: Authenticated):
 _LANES = (
     (re.compile(r"/api/v1/shops/([^/]+)/official-account"), get_official_account, official_account_body),
     (re.compile(r"/api/v1/upgrade-applications/([^/]+)"), get_application, application_body),
+    (re.compile(r"/api/v1/subjects/([^/]+)/quotas"), get_quotas, quotas_body),
 )

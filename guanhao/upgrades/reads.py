@@ -25,10 +25,11 @@ from guanhao.db import UTCDateTime
 from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.posting import service as posting
-from guanhao.subjects.models import Account, Shop
-from guanhao.upgrades import facts, visibility
-from guanhao.upgrades.models import Application, OfficialAccount, State
-from guanhao.upgrades.schemas import ApplicationOut, application_out, official_account_out
+from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.upgrades import facts, rules, visibility
+from guanhao.upgrades.models import AccountType, Application, OfficialAccount, Pool, Slot, State
+from guanhao.upgrades.quotas import quota_pool
+from guanhao.upgrades.schemas import ApplicationOut, QuotasOut, application_out, official_account_out
 from guanhao.upgrades.service import OfficialView, can_cancel, can_sell_as_official
 
 _SHOP = ("id", "subject_id", "official_account_id")
@@ -227,3 +228,61 @@ def render_application(app: Application, lang: str, *, now: dt.datetime) -> byte
     """`application_out` through the route's response model, as FastAPI writes it."""
     model = ApplicationOut.model_validate(application_out(app, lang, now=now))
     return ApplicationOut.__pydantic_serializer__.to_json(model)
+
+
+# ---------------------------------------------------------------- GET /subjects/{id}/quotas
+
+_TYPES = tuple(t.value for t in AccountType)
+
+
+@lru_cache
+def quotas_statement(*, by_key: bool, sandbox: bool) -> Select:
+    """The key, the clock, the subject, its bound accounts' followers (R-30) and, per account type, the places
+    its pool holds and those still held by lapsed applications (R-15, R-33): one statement (see `statement`)."""
+    at = _now(sandbox)
+    followers = (
+        select(func.coalesce(func.sum(Account.followers), 0))
+        .select_from(Shop)
+        .join(Account, Shop.official_account_id == Account.id)
+        .where(Shop.subject_id == Subject.id)
+        .scalar_subquery()
+    )
+    columns = [Subject.id.label("subject_id"), Subject.subject_type, Subject.cross_border, followers.label("followers")]
+    for t in _TYPES:
+        pool = bindparam(f"pool_{t}")
+        columns.append(select(Pool.held).where(Pool.key == pool).scalar_subquery().label(f"held_{t}"))
+        stale = (
+            select(func.count())
+            .select_from(Slot)
+            .join(Application, Application.id == Slot.application_id)
+            .where(Slot.pool == pool, facts.lapsed(at))
+            .scalar_subquery()
+        )
+        columns.append(stale.label(f"stale_{t}"))
+    columns.append(at.label("now"))
+    return _authenticated(columns, by_key=by_key).outerjoin(Subject, Subject.id == bindparam("subject_id"))
+
+
+def quota_params(subject_id: str) -> dict[str, str]:
+    """The pools the statement reads: the subject's one per account type (R-30)."""
+    return {f"pool_{t}": quota_pool(subject_id, t) for t in _TYPES}
+
+
+def quotas_of(row: Mapping[str, Any], policy: Policy, principal: Principal, subject_id: str) -> dict:
+    """R-62 (another subject is 404, worded as a missing one), then R-30, R-31, R-33 as `subject_quotas` answers:
+    each type's total and the slots held now, reservations included, lapsed applications' not."""
+    if not principal.can_see_subject(subject_id) or row["subject_id"] is None:
+        raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
+    totals = rules.quota_totals(
+        policy,
+        subject_type=row["subject_type"],
+        cross_border=row["cross_border"],
+        bound_followers=int(row["followers"] or 0),
+    )
+    used = {t: (row[f"held_{t}"] or 0) - (row[f"stale_{t}"] or 0) for t in _TYPES}
+    return {t: {"total": totals[t], "used": used[t]} for t in totals}
+
+
+def render_quotas(quotas: dict) -> bytes:
+    """The quotas through the route's response model, as FastAPI writes them."""
+    return QuotasOut.__pydantic_serializer__.to_json(QuotasOut.model_validate(quotas))

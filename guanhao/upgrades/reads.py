@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Select, and_, bindparam, func, literal_column, not_, or_, select
+from sqlalchemy import Select, String, and_, bindparam, func, literal_column, not_, or_, select
 
 from guanhao import clock, db, errors
 from guanhao.auth.models import ApiKey
@@ -249,7 +249,7 @@ def quotas_statement(*, by_key: bool, sandbox: bool) -> Select:
     )
     columns = [Subject.id.label("subject_id"), Subject.subject_type, Subject.cross_border, followers.label("followers")]
     for t in _TYPES:
-        pool = bindparam(f"pool_{t}")
+        pool: Any = bindparam(f"pool_{t}", type_=String())
         columns.append(select(Pool.held).where(Pool.key == pool).scalar_subquery().label(f"held_{t}"))
         stale = (
             select(func.count())

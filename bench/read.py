@@ -10,7 +10,7 @@ with an application in progress (some lapsed), the rest personal — loaded by s
 merchant API key for 2,000 of its subjects. Beside the real tables it keeps a denormalized copy: one row per shop
 holding the JSON the service answers.
 
-Then, in the same run, it starts `guanhao serve --workers 2` (the webhook worker off, the default) and a raw
+Then, in the same run, it starts `guanhao serve --workers 2 --no-worker` (no background worker) and a raw
 Starlette + asyncpg app of its own (2 uvicorn workers) that answers the same path with one indexed fetch of
 that JSON, and drives both with wrk at 64 connections, alternating runs, each request a random (merchant key,
 one of its shops) pair. It checks that both answer the same content for a sample of shops, prints req/s, p50,
@@ -393,7 +393,7 @@ def start_service(url: str, port: int, workers: int, source: str | None) -> subp
     if source:  # another checkout's code (e.g. `git archive` of an older commit) ahead of the editable install
         env["PYTHONPATH"] = source
     proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/guanhao"), "serve", "--port", str(port), "--workers", str(workers)],
+        [str(ROOT / ".venv/bin/guanhao"), "serve", "--port", str(port), "--workers", str(workers), "--no-worker"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

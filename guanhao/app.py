@@ -104,7 +104,7 @@ def create_app() -> FastAPI:
         render_error=problems.render_raw,
     )
     app.add_middleware(problems.LastResort)
-    app.add_middleware(upgrades_api.OfficialAccountLane)
+    app.add_middleware(upgrades_api.ReadLane)
     app.add_middleware(metrics_api.RequestMetrics)
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -92,13 +92,13 @@ def _visible_subject(session, call, subject_id: str) -> Subject:
 @router.get("/shops/{shop_id}/official-account", response_model=OfficialAccountOut, responses=_READ)
 async def get_official_account(shop_id: IdPath, caller: BearerToken) -> Response:
     """The merchant's most read page: authentication, clock and data in one statement, off the thread pool
-    (guanhao.upgrades.reads), answered by the same rules and shape as `official_view`. Served by
-    `OfficialAccountLane` before routing; this route documents it and answers what the lane leaves (an id
-    the path pattern refuses: 422)."""
-    return Response(await official_account_body(shop_id, caller), media_type="application/json")
+    (guanhao.upgrades.reads), answered by the same rules and shape as `official_view`. Served by `ReadLane`
+    before routing; this route documents it and answers what the lane leaves (an id the path pattern
+    refuses: 422)."""
+    return Response(await official_account_body(shop_id, caller, ""), media_type="application/json")
 
 
-async def official_account_body(shop_id: str, caller: Bearer) -> bytes:
+async def official_account_body(shop_id: str, caller: Bearer, lang: str) -> bytes:
     row = await reader.one(
         reads.statement(by_key=caller.admin is None, sandbox=get_settings().sandbox),
         reads.params(shop_id=shop_id, token=caller.token, admin=caller.admin, now=clock.real_now()),
@@ -107,36 +107,48 @@ async def official_account_body(shop_id: str, caller: Bearer) -> bytes:
     return reads.render(reads.view_of(row, get_policy(), reads.principal_of(row, caller.admin), shop_id))
 
 
-_LANE_PATH = re.compile(r"/api/v1/shops/([^/]+)/official-account")
+async def application_body(application_id: str, caller: Bearer, lang: str) -> bytes:
+    """`GET /upgrade-applications/{id}` in one statement: the key, the clock and the application (R-62 visibility,
+    R-15 and R-17 as every read shows them: `application_out`)."""
+    row = await reader.one(
+        reads.application_statement(by_key=caller.admin is None, sandbox=get_settings().sandbox),
+        reads.params(application_id=application_id, token=caller.token, admin=caller.admin, now=clock.real_now()),
+    )
+    assert row is not None  # the statement is anchored on one row
+    app = reads.application_of(row, reads.principal_of(row, caller.admin), application_id)
+    return reads.render_application(app, lang, now=row["now"])
 
 
-class OfficialAccountLane:
-    """`GET /api/v1/shops/{shop_id}/official-account` without the router's and the dependency solver's cost:
-    inside the access log and the metrics (which see it as that route), outside everything that concerns
-    bodies and Idempotency-Key (a GET has neither). The same checks as the route: a token (401), an id of
-    the path pattern (else the router answers 422), then `official_account_body`; refusals as problem+json."""
+class ReadLane:
+    """The one-statement reads (`_LANES`) without the router's and the dependency solver's cost: inside the
+    access log and the metrics (which see each as its route), outside everything that concerns bodies and
+    Idempotency-Key (a GET has neither). The same checks as the route: a token (401), an id of the path
+    pattern (else the router answers 422), then the body; refusals as problem+json."""
 
-    def __init__(self, app, *, route=None):
+    def __init__(self, app):
         self.app = app
-        self.route = route
+        self.routes: dict = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET":
             return await self.app(scope, receive, send)
-        match = _LANE_PATH.fullmatch(get_route_path(scope))
-        if match is None or not _lane_id(match.group(1)):
+        lane = _lane_of(get_route_path(scope))
+        if lane is None:
             return await self.app(scope, receive, send)
-        if self.route is None:
-            self.route = _route_of(scope["app"], get_official_account)
-        scope["route"] = self.route
+        endpoint, body_of, item_id = lane
+        route = self.routes.get(endpoint)
+        if route is None:
+            route = self.routes[endpoint] = _route_of(scope["app"], endpoint)
+        scope["route"] = route
         headers = Headers(scope=scope)
+        lang = language(headers.get("accept-language"))
         try:
             token = bearer_token(headers.get("authorization"))
             caller = Bearer(token=token, admin=admin_principal(token, admin_token=get_settings().admin_token))
-            body = await official_account_body(match.group(1), caller)
+            body = await body_of(item_id, caller, lang)
         except Exception as exc:
             refused = problems.refusal(scope, exc)
-            await problems.response(refused, language(headers.get("accept-language")))(scope, receive, send)
+            await problems.response(refused, lang)(scope, receive, send)
             return
         await send(
             {
@@ -146,6 +158,15 @@ class OfficialAccountLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _lane_of(path: str):
+    """The lane serving `path` (its endpoint, its body, the id in the path), or None: the router answers."""
+    for pattern, endpoint, body_of in _LANES:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return (endpoint, body_of, match.group(1)) if _lane_id(match.group(1)) else None
+    return None
 
 
 def _lane_id(value: str) -> bool:
@@ -176,9 +197,27 @@ def get_eligibility(
 
 
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
-def get_quotas(subject_id: IdPath, call: Authenticated):
-    with call.unit() as (session, now):
-        return service.subject_quotas(session, _visible_subject(session, call, subject_id), call.policy, now=now)
+async def get_quotas(subject_id: IdPath, caller: BearerToken) -> Response:
+    """One statement off the thread pool (see `quotas_body`); served by `ReadLane` before routing, this route
+    documents it and answers what the lane leaves (an id the path pattern refuses: 422)."""
+    return Response(await quotas_body(subject_id, caller, ""), media_type="application/json")
+
+
+async def quotas_body(subject_id: str, caller: Bearer, lang: str) -> bytes:
+    """`service.subject_quotas` in one statement: the key, the clock, the subject, its followers and its pools."""
+    row = await reader.one(
+        reads.quotas_statement(by_key=caller.admin is None, sandbox=get_settings().sandbox),
+        reads.params(
+            subject_id=subject_id,
+            **reads.quota_params(subject_id),
+            token=caller.token,
+            admin=caller.admin,
+            now=clock.real_now(),
+        ),
+    )
+    assert row is not None  # the statement is anchored on one row
+    principal = reads.principal_of(row, caller.admin)
+    return reads.render_quotas(reads.quotas_of(row, get_policy(), principal, subject_id))
 
 
 class SubjectShopOut(BaseModel):
@@ -248,9 +287,11 @@ def submit_application(shop_id: IdPath, body: SubmitIn, call: Authenticated):
 
 
 @router.get("/upgrade-applications/{application_id}", response_model=ApplicationOut, responses=_READ)
-def get_application(application_id: IdPath, call: Authenticated):
-    with call.unit() as (session, now):
-        return application_out(_visible_application(session, call, application_id), call.lang, now=now)
+async def get_application(application_id: IdPath, caller: BearerToken, request: Request) -> Response:
+    """One statement off the thread pool (see `application_body`); served by `ReadLane` before routing, this
+    route documents it and answers what the lane leaves (an id the path pattern refuses: 422)."""
+    lang = language(request.headers.get("accept-language"))
+    return Response(await application_body(application_id, caller, lang), media_type="application/json")
 
 
 @router.get("/shops/{shop_id}/upgrade-applications", response_model=ApplicationList, responses=_READ)
@@ -401,3 +442,11 @@ def ownership_record(shop_id: IdPath, call: Authenticated):
     with call.unit() as (session, now):
         _visible_shop(session, call, shop_id)
         return ownership.build(session, shop_id, now=now)
+
+
+# The reads served before routing: the path, the route's endpoint (what logs and metrics name), the body.
+_LANES = (
+    (re.compile(r"/api/v1/shops/([^/]+)/official-account"), get_official_account, official_account_body),
+    (re.compile(r"/api/v1/upgrade-applications/([^/]+)"), get_application, application_body),
+    (re.compile(r"/api/v1/subjects/([^/]+)/quotas"), get_quotas, quotas_body),
+)

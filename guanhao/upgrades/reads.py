@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Select, and_, bindparam, func, literal_column, not_, or_, select
+from sqlalchemy import Select, String, and_, bindparam, func, literal_column, not_, or_, select
 
 from guanhao import clock, db, errors
 from guanhao.auth.models import ApiKey
@@ -25,10 +25,11 @@ from guanhao.db import UTCDateTime
 from guanhao.i18n import _l
 from guanhao.policy import Policy
 from guanhao.posting import service as posting
-from guanhao.subjects.models import Account, Shop
-from guanhao.upgrades import facts, visibility
-from guanhao.upgrades.models import Application, OfficialAccount, State
-from guanhao.upgrades.schemas import official_account_out
+from guanhao.subjects.models import Account, Shop, Subject
+from guanhao.upgrades import facts, rules, visibility
+from guanhao.upgrades.models import AccountType, Application, OfficialAccount, Pool, Slot, State
+from guanhao.upgrades.quotas import quota_pool
+from guanhao.upgrades.schemas import ApplicationOut, QuotasOut, application_out, official_account_out
 from guanhao.upgrades.service import OfficialView, can_cancel, can_sell_as_official
 
 _SHOP = ("id", "subject_id", "official_account_id")
@@ -45,13 +46,35 @@ _RECORD = (
 )
 
 
+def _now(sandbox: bool) -> Any:
+    """The request's `now`: the real time bound, or the frozen sandbox clock when sandbox mode is on (R-15)."""
+    now = bindparam("now", type_=UTCDateTime())
+    frozen = clock.SandboxClock
+    return func.coalesce(select(frozen.now).where(frozen.id == 1).scalar_subquery(), now) if sandbox else now
+
+
+def _authenticated(columns: list, *, by_key: bool) -> Select:
+    """One row anchored on nothing, with the caller's stored key (by its hash, not revoked) joined when `by_key`."""
+    if by_key:
+        columns = [
+            *columns,
+            ApiKey.id.label("key_id"),
+            ApiKey.role.label("key_role"),
+            ApiKey.subject_id.label("key_subject"),
+        ]
+    anchor = select(literal_column("1").label("one")).subquery("anchor")
+    stmt = select(*columns).select_from(anchor)
+    if by_key:
+        stmt = stmt.outerjoin(ApiKey, and_(ApiKey.token_hash == bindparam("token_hash"), ApiKey.revoked_at.is_(None)))
+    return stmt
+
+
 @lru_cache
 def statement(*, by_key: bool, sandbox: bool) -> Select:
     """The one statement. `by_key`: the caller is a stored API key (looked up by its hash, not revoked);
     `sandbox`: the service clock may be frozen in the database (R-15's `now` is then the frozen one)."""
     now = bindparam("now", type_=UTCDateTime())
-    frozen = clock.SandboxClock
-    at = func.coalesce(select(frozen.now).where(frozen.id == 1).scalar_subquery(), now) if sandbox else now
+    at = _now(sandbox)
 
     def active(column: Any) -> Any:
         return (
@@ -65,7 +88,6 @@ def statement(*, by_key: bool, sandbox: bool) -> Select:
             .scalar_subquery()
         )
 
-    anchor = select(literal_column("1").label("one")).subquery("anchor")
     columns = [
         *(getattr(Shop, c).label(f"shop_{c}") for c in _SHOP),
         *(getattr(Account, c).label(f"account_{c}") for c in _ACCOUNT),
@@ -74,13 +96,9 @@ def statement(*, by_key: bool, sandbox: bool) -> Select:
         active(Application.subject_id).label("active_subject_id"),
         at.label("now") if sandbox else now.label("now"),
     ]
-    if by_key:
-        columns += [ApiKey.id.label("key_id"), ApiKey.role.label("key_role"), ApiKey.subject_id.label("key_subject")]
-    stmt = select(*columns).select_from(anchor)
-    if by_key:
-        stmt = stmt.outerjoin(ApiKey, and_(ApiKey.token_hash == bindparam("token_hash"), ApiKey.revoked_at.is_(None)))
     return (
-        stmt.outerjoin(Shop, Shop.id == bindparam("shop_id"))
+        _authenticated(columns, by_key=by_key)
+        .outerjoin(Shop, Shop.id == bindparam("shop_id"))
         .outerjoin(Account, Account.id == Shop.official_account_id)
         .outerjoin(OfficialAccount, OfficialAccount.shop_id == Shop.id)
     )
@@ -123,6 +141,7 @@ def view_of(row: Mapping[str, Any], policy: Policy, principal: Principal, shop_i
         account=account,
         record=record,
         active=active,
+        in_progress=not upgraded and row["active_id"] is not None,  # shown as in progress even when hidden (R-62)
         can_cancel=can_cancel(record, policy, now=now),
         daily_post_limit=posting.daily_limit(policy, upgraded=upgraded),
         can_sell_as_official=can_sell_as_official(policy, bound=account is not None, upgraded=upgraded, now=now),
@@ -130,8 +149,9 @@ def view_of(row: Mapping[str, Any], policy: Policy, principal: Principal, shop_i
     )
 
 
-def params(*, shop_id: str, token: str, admin: Principal | None, now: dt.datetime) -> dict:
-    out: dict = {"shop_id": shop_id, "now": now}
+def params(*, token: str, admin: Principal | None, now: dt.datetime, **ids: str) -> dict:
+    """The statement's values: the ids it reads (`shop_id=`, `application_id=`), `now`, the key's hash."""
+    out: dict = {**ids, "now": now}
     if admin is None:
         out["token_hash"] = _token_hash(token)
     return out
@@ -150,3 +170,119 @@ db.on_reset.append(_token_hash.cache_clear)
 def render(view: OfficialView) -> bytes:
     """The JSON the response model would write (field order, `Z` for UTC, no spaces, UTF-8 as is)."""
     return orjson.dumps(official_account_out(view), option=orjson.OPT_UTC_Z)
+
+
+# ---------------------------------------------------------------- GET /upgrade-applications/{id}
+
+_APPLICATION = (
+    "id",
+    "shop_id",
+    "account_id",
+    "subject_id",
+    "origin",
+    "status",
+    "account_type",
+    "attempt",
+    "reasons",
+    "operator_name_enc",
+    "operator_id_number_enc",
+    "operator_phone_enc",
+    "confirmation_expires_at",
+    "staff_review",
+    "created_at",
+    "updated_at",
+    "confirmed_at",
+    "reviewed_at",
+    "finished_at",
+)
+
+
+class _ApplicationRow(SimpleNamespace):
+    """The columns `application_out` reads, and the one property it asks of an Application."""
+
+    @property
+    def awaiting_staff(self) -> bool:
+        return self.staff_review == "waiting"
+
+
+@lru_cache
+def application_statement(*, by_key: bool, sandbox: bool) -> Select:
+    """The key, the clock and the application by id, in one statement (see `statement`)."""
+    columns = [*(getattr(Application, c).label(f"app_{c}") for c in _APPLICATION), _now(sandbox).label("now")]
+    return _authenticated(columns, by_key=by_key).outerjoin(Application, Application.id == bindparam("application_id"))
+
+
+def application_of(row: Mapping[str, Any], principal: Principal, application_id: str) -> Application:
+    """R-62: the application if the caller's subject submitted it (staff: any); else the same 404 as a missing one."""
+    if row["app_id"] is not None:
+        values = {c: row[f"app_{c}"] for c in _APPLICATION}
+        if isinstance(values["reasons"], str | bytes):  # asyncpg hands JSON columns over as text
+            values["reasons"] = orjson.loads(values["reasons"])
+        app = cast(Application, _ApplicationRow(**values))
+        if visibility.readable(app, visibility.scope_of(is_staff=principal.is_admin, subject_id=principal.subject_id)):
+            return app
+    raise errors.NotFound(_l("Application {application_id} not found", application_id=application_id))
+
+
+def render_application(app: Application, lang: str, *, now: dt.datetime) -> bytes:
+    """`application_out` through the route's response model, as FastAPI writes it."""
+    model = ApplicationOut.model_validate(application_out(app, lang, now=now))
+    return ApplicationOut.__pydantic_serializer__.to_json(model)
+
+
+# ---------------------------------------------------------------- GET /subjects/{id}/quotas
+
+_TYPES = tuple(t.value for t in AccountType)
+
+
+@lru_cache
+def quotas_statement(*, by_key: bool, sandbox: bool) -> Select:
+    """The key, the clock, the subject, its bound accounts' followers (R-30) and, per account type, the places
+    its pool holds and those still held by lapsed applications (R-15, R-33): one statement (see `statement`)."""
+    at = _now(sandbox)
+    followers = (
+        select(func.coalesce(func.sum(Account.followers), 0))
+        .select_from(Shop)
+        .join(Account, Shop.official_account_id == Account.id)
+        .where(Shop.subject_id == Subject.id)
+        .scalar_subquery()
+    )
+    columns = [Subject.id.label("subject_id"), Subject.subject_type, Subject.cross_border, followers.label("followers")]
+    for t in _TYPES:
+        pool: Any = bindparam(f"pool_{t}", type_=String())
+        columns.append(select(Pool.held).where(Pool.key == pool).scalar_subquery().label(f"held_{t}"))
+        stale = (
+            select(func.count())
+            .select_from(Slot)
+            .join(Application, Application.id == Slot.application_id)
+            .where(Slot.pool == pool, facts.lapsed(at))
+            .scalar_subquery()
+        )
+        columns.append(stale.label(f"stale_{t}"))
+    columns.append(at.label("now"))
+    return _authenticated(columns, by_key=by_key).outerjoin(Subject, Subject.id == bindparam("subject_id"))
+
+
+def quota_params(subject_id: str) -> dict[str, str]:
+    """The pools the statement reads: the subject's one per account type (R-30)."""
+    return {f"pool_{t}": quota_pool(subject_id, t) for t in _TYPES}
+
+
+def quotas_of(row: Mapping[str, Any], policy: Policy, principal: Principal, subject_id: str) -> dict:
+    """R-62 (another subject is 404, worded as a missing one), then R-30, R-31, R-33 as `subject_quotas` answers:
+    each type's total and the slots held now, reservations included, lapsed applications' not."""
+    if not principal.can_see_subject(subject_id) or row["subject_id"] is None:
+        raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
+    totals = rules.quota_totals(
+        policy,
+        subject_type=row["subject_type"],
+        cross_border=row["cross_border"],
+        bound_followers=int(row["followers"] or 0),
+    )
+    used = {t: (row[f"held_{t}"] or 0) - (row[f"stale_{t}"] or 0) for t in _TYPES}
+    return {t: {"total": totals[t], "used": used[t]} for t in totals}
+
+
+def render_quotas(quotas: dict) -> bytes:
+    """The quotas through the route's response model, as FastAPI writes them."""
+    return QuotasOut.__pydantic_serializer__.to_json(QuotasOut.model_validate(quotas))

@@ -169,7 +169,7 @@ def peak_rss_mib(pid: int) -> float:
 def import_http(url: str, path: Path, var_dir: str, workers: int) -> tuple[float, float, dict]:
     port = free_port()
     server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/guanhao"), "serve", "--port", str(port), "--workers", str(workers)],
+        [str(ROOT / ".venv/bin/guanhao"), "serve", "--no-worker", "--port", str(port), "--workers", str(workers)],
         env=env_for(url, var_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

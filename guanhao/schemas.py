@@ -66,6 +66,7 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # them): printable ASCII with tab and line breaks, CJK symbols and punctuation, CJK unified ideographs, fullwidth
 # forms. Most names the platform syncs are such text, and a match spares the walk code point by code point.
 _COMMON_TEXT = re.compile(r"[\t\n\r\x20-\x7e\u3000-\u303f\u4e00-\u9fff\uff01-\uff60]*")
+_LINE_BREAKS = re.compile(r"[\t\n\r]")
 
 
 def _is_noncharacter(cp: int) -> bool:
@@ -93,32 +94,48 @@ def _refused_alone(ch: str) -> bool:
 def _clean(value: Any, loc: tuple, problems: list) -> Any:
     """Every string NFC-normalised; every refused code point noted with the field it is in."""
     if isinstance(value, str):
-        bad = refused_character(value)
-        if bad is not None:
-            problems.append(
-                InitErrorDetails(
-                    type=PydanticCustomError(
-                        "forbidden_character",
-                        "contains {code_point}: no control, format, surrogate or noncharacter code points",
-                        {"code_point": bad},
-                    ),
-                    loc=loc,
-                    input=bad,
-                )
-            )
-            return value
-        return value if value.isascii() else unicodedata.normalize("NFC", value)
+        return _clean_str(value, loc, problems)
     if isinstance(value, dict):
-        return {k: _clean(v, (*loc, k), problems) for k, v in value.items()}
+        cleaned = {}
+        for k, v in value.items():
+            kind = type(v)
+            if kind is str and v.isascii() and _ASCII_CONTROL.search(v) is None:
+                cleaned[k] = v  # the common case: nothing to normalise, nothing refused, no location to build
+            elif isinstance(v, (str, dict, list)):
+                cleaned[k] = _clean(v, (*loc, k), problems)
+            else:
+                cleaned[k] = v
+        return cleaned
     if isinstance(value, list):
         return [_clean(v, (*loc, i), problems) for i, v in enumerate(value)]
     return value
 
 
+def _clean_str(value: str, loc: tuple, problems: list) -> str:
+    bad = refused_character(value)
+    if bad is not None:
+        problems.append(
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "forbidden_character",
+                    "contains {code_point}: no control, format, surrogate or noncharacter code points",
+                    {"code_point": bad},
+                ),
+                loc=loc,
+                input=bad,
+            )
+        )
+        return value
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
+
+
 def _one_visible_line(value: str) -> str:
     # After NFC and stripping: a name shows at least one letter, digit, mark of punctuation or symbol — not only
     # combining marks or spaces — and stays on one line.
-    if any(ch in _FREE_TEXT_CONTROLS or unicodedata.category(ch) in ("Zl", "Zp") for ch in value):
+    if _COMMON_TEXT.fullmatch(value):  # no U+2028/U+2029 in those ranges: only tab and line breaks to look for
+        if _LINE_BREAKS.search(value):
+            raise PydanticCustomError("one_line", "must be one line")
+    elif any(ch in _FREE_TEXT_CONTROLS or unicodedata.category(ch) in ("Zl", "Zp") for ch in value):
         raise PydanticCustomError("one_line", "must be one line")
     if not any(unicodedata.category(ch)[0] in "LNPS" for ch in value):
         raise PydanticCustomError("no_visible_character", "must have at least one visible character")

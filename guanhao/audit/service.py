@@ -65,6 +65,10 @@ def record_many(session: Session, rows: list[dict]) -> None:
     session.queue(_QUEUE, ({**defaults, **row} for row in rows))
 
 
+# json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")), its encoder made once, not a row.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def canonical(row: dict) -> bytes:
     at = row["at"].astimezone(dt.UTC).isoformat(timespec="microseconds")
     content = {
@@ -79,7 +83,7 @@ def canonical(row: dict) -> bytes:
         "to": row["to_state"],
         "detail": row["detail"],
     }
-    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return _CANONICAL.encode(content).encode()
 
 
 def row_hash(prev_hash: str, row: dict) -> str:

@@ -1,3 +1,5 @@
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -127,32 +129,52 @@ async def bulk_import(request: Request, call: Admin):
     result = service.ImportResult()
     batch: list[tuple[int, bytes | None]] = []
 
-    def commit(lines: list[tuple[int, bytes | None]]) -> None:
+    def commit(parsed: bulk.Parsed) -> None:
         with call.unit() as (session, now):
-            part = bulk.import_lines(session, lines, actor=call.actor, now=now)
+            part = bulk.import_parsed(session, parsed, actor=call.actor, now=now)
         result.add(part)
+
+    # A batch is parsed and validated as soon as it is full, then written while the next one is read and parsed:
+    # one write at a time, in line order (each awaited before the next starts).
+    writing: asyncio.Future | None = None
+
+    async def hand_over(lines: list[tuple[int, bytes | None]]) -> None:
+        nonlocal writing
+        parsed = await run_in_threadpool(bulk.parse, lines)
+        if writing is not None:
+            await writing
+        writing = asyncio.ensure_future(run_in_threadpool(commit, parsed))
 
     held = 0
     try:
-        async for number, line in bodies.ndjson_lines(request.stream(), max_line=settings.max_body_bytes):
-            batch.append((number, line))
-            held += len(line or b"")
-            # A batch is bounded in lines (the lock it holds) and in bytes (the memory it holds).
-            if len(batch) >= settings.import_batch_lines or held >= settings.max_body_bytes:
-                await run_in_threadpool(commit, batch)
-                batch, held = [], 0
-    except errors.PayloadTooLarge as exc:
-        raise errors.PayloadTooLarge(
-            _l(
-                "The body may have at most {limit} bytes; the {accepted} lines accepted before the limit are kept",
+        try:
+            async for number, line in bodies.ndjson_lines(request.stream(), max_line=settings.max_body_bytes):
+                batch.append((number, line))
+                held += len(line or b"")
+                # A batch is bounded in lines (the lock it holds) and in bytes (the memory it holds).
+                if len(batch) >= settings.import_batch_lines or held >= settings.max_body_bytes:
+                    await hand_over(batch)
+                    batch, held = [], 0
+        except errors.PayloadTooLarge as exc:
+            if writing is not None:
+                await writing
+            raise errors.PayloadTooLarge(
+                _l(
+                    "The body may have at most {limit} bytes; the {accepted} lines accepted before the limit are kept",
+                    limit=exc.extra.get("limit"),
+                    accepted=result.accepted,
+                ),
                 limit=exc.extra.get("limit"),
                 accepted=result.accepted,
-            ),
-            limit=exc.extra.get("limit"),
-            accepted=result.accepted,
-        ) from None
-    if batch:
-        await run_in_threadpool(commit, batch)
+            ) from None
+        if batch:
+            await hand_over(batch)
+        if writing is not None:
+            await writing
+    finally:
+        # Whatever stopped the request (the client gone), the batch being written ends before the answer does.
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])
     return {
         "accepted": result.accepted,
         "rejected": [

@@ -14,7 +14,10 @@ its savepoint and done again a line at a time (`service.apply_lines`), where eac
 """
 
 import datetime as dt
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -27,28 +30,100 @@ from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.subjects.service import ImportResult, Line
 
 
+@dataclass
+class Parsed:
+    """A batch's lines parsed and validated, before any database work: the good lines in order, the bad ones
+    with the error that refuses each (R-63). Built apart from the session, so it can be done ahead, in another
+    thread, while the batch before is written."""
+
+    lines: list[Line] = field(default_factory=list)
+    rejected: list[tuple[int, errors.DomainError]] = field(default_factory=list)
+    last: int = 0  # the number of the batch's last line, blank or not
+
+    def after(self, done: int) -> "Parsed":
+        """The lines past `done` (a resumed file whose first lines another import committed meanwhile)."""
+        return Parsed(
+            [ln for ln in self.lines if ln.number > done], [(n, e) for n, e in self.rejected if n > done], self.last
+        )
+
+
+def parse(lines: Iterable[tuple[int, bytes | None]]) -> Parsed:
+    """R-63: each line parsed and validated alone (the single sync's schemas and text rules); blank lines skipped."""
+    parsed = Parsed()
+    for number, raw in lines:
+        parsed.last = number
+        if raw is not None and not raw.strip():
+            continue
+        try:
+            parsed.lines.append(service.parse_line(number, raw))
+        except errors.DomainError as exc:
+            parsed.rejected.append((number, exc))
+    return parsed
+
+
+def parse_ahead(batches: Iterator[list[tuple[int, bytes | None]]]) -> Iterator[Parsed]:
+    """The batches parsed in a thread of their own, one batch ahead of the caller: the next batch is read and
+    validated while the caller writes the one before (the database's wait releases the GIL). In order; at most
+    two batches held at once; an error of the reader is raised here, where the batch it broke would have been."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer(parse(batch)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(_Failed(exc))
+            return
+        offer(None)
+
+    worker = threading.Thread(target=produce, name="import-parse", daemon=True)
+    worker.start()
+    try:
+        while (item := ahead.get()) is not None:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
 def import_lines(
     session: Session, lines: Iterable[tuple[int, bytes | None]], *, actor: str, now: dt.datetime
 ) -> ImportResult:
     """R-63: a batch of (line number, line) pairs — a line is None when it was too long to hold — imported
     set-based; every bad line is reported by its number, in line order, and never stops the others. The caller
     commits (one transaction a batch)."""
+    return import_parsed(session, parse(lines), actor=actor, now=now)
+
+
+def import_parsed(session: Session, parsed: Parsed, *, actor: str, now: dt.datetime) -> ImportResult:
+    """R-63: a parsed batch applied set-based; its refused lines, parsing's and the rules', in line order."""
     result = ImportResult()
-    parsed: list[Line] = []
-    for number, raw in lines:
-        if raw is not None and not raw.strip():
-            continue
-        try:
-            parsed.append(service.parse_line(number, raw))
-        except errors.DomainError as exc:
-            result.rejected.append((number, exc))
-    if parsed:
+    result.rejected.extend(parsed.rejected)
+    if parsed.lines:
         try:
             with session.begin_nested():
-                applied = _Batch(session, parsed, actor=actor, now=now).run()
+                applied = _Batch(session, parsed.lines, actor=actor, now=now).run()
         except IntegrityError:
             # A concurrent writer took a row between our read and our write: one line at a time, each alone.
-            applied = service.apply_lines(session, parsed, actor=actor, now=now)
+            applied = service.apply_lines(session, parsed.lines, actor=actor, now=now)
         result.add(applied)
     result.rejected.sort(key=lambda pair: pair[0])
     return result

@@ -131,8 +131,10 @@ def import_file(
     with path.open("rb") as f:
         lines = bodies.ndjson_file_lines(iter(lambda: f.read(CHUNK), b""), max_line=max_line)
         pending = (pair for pair in lines if pair[0] > progress.resumed_from)
-        while batch := list(islice(pending, batch_lines)):
-            _commit_batch(progress, batch, actor=actor, lang=lang)
+        batches = iter(lambda: list(islice(pending, batch_lines)), [])
+        # The next batch is read and validated in a thread while this one is written (bulk.parse_ahead).
+        for parsed in bulk.parse_ahead(batches):
+            _commit_batch(progress, parsed, actor=actor, lang=lang)
             if on_batch is not None:
                 on_batch(progress)
     with session_scope() as session:
@@ -142,16 +144,15 @@ def import_file(
     return progress
 
 
-def _commit_batch(progress: Progress, batch: list[tuple[int, bytes | None]], *, actor: str, lang: str) -> None:
+def _commit_batch(progress: Progress, parsed: bulk.Parsed, *, actor: str, lang: str) -> None:
     with session_scope() as session:
         now = clock.now(session)
         # The file's row first: a second `guanhao import` of the same file waits here instead of importing twice.
         row = session.get_one(ImportFile, progress.file_hash, with_for_update=True)
-        batch = [pair for pair in batch if pair[0] > row.lines_done]
-        if not batch:  # another `guanhao import` of the same file committed these lines
+        if parsed.last <= row.lines_done:  # another `guanhao import` of the same file committed these lines
             progress.lines_done = row.lines_done
             return
-        result: ImportResult = bulk.import_lines(session, batch, actor=actor, now=now)
+        result: ImportResult = bulk.import_parsed(session, parsed.after(row.lines_done), actor=actor, now=now)
         bulk_insert(
             session,
             ImportRejection,
@@ -160,7 +161,7 @@ def _commit_batch(progress: Progress, batch: list[tuple[int, bytes | None]], *, 
                 for n, exc in result.rejected
             ],
         )
-        row.lines_done = batch[-1][0]
+        row.lines_done = parsed.last
         row.accepted += result.accepted
         row.rejected += len(result.rejected)
         by_kind = dict(row.by_kind)
@@ -168,7 +169,7 @@ def _commit_batch(progress: Progress, batch: list[tuple[int, bytes | None]], *, 
             by_kind[kind] = by_kind.get(kind, 0) + count
         row.by_kind = by_kind
         row.updated_at = now
-    progress.lines_done = batch[-1][0]
+    progress.lines_done = parsed.last
     progress.accepted += result.accepted
     progress.rejected += len(result.rejected)
     progress.by_kind = by_kind

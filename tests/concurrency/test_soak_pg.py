@@ -48,7 +48,7 @@ def test_soak_everything_at_once_breaks_no_invariant(database, sql, tmp_path, si
         assert r.status_code == 201, r.text
         r = client.post(f"{soak.API}/sandbox/clock", json={"now": soak.START.isoformat()}, headers=admin)
         assert r.status_code == 200, r.text
-        with soak.background_workers(env, tmp_path, count=2):
+        with soak.background_workers(env, tmp_path, count=2), soak.LockWatch(sql) as locks:
             run = soak.Soak(base, admin, world, **size)
             elapsed = run.run()
             soak.settle(client, admin, sql, run.tally, timeout=120)
@@ -56,6 +56,8 @@ def test_soak_everything_at_once_breaks_no_invariant(database, sql, tmp_path, si
 
     with capsys.disabled():
         print("\n" + soak.report(run.tally, elapsed, run.sent, size["clients"]))
+        for line in locks.report():
+            print(line)
         print(f"violations: {len(violations)}")
         for v in violations[:30]:
             print("  " + v)

@@ -114,9 +114,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def background_worker(env: dict[str, str], index: int, log) -> subprocess.Popen:
     """One background worker, `guanhao worker --id soak-N`: waves, webhook deliveries, expiry sweeps, purges."""
-    return subprocess.Popen(
-        [GUANHAO, "worker", "--id", f"soak-{index}"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    return subprocess.Popen([GUANHAO, "worker", "--id", f"soak-{index}"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 @contextlib.contextmanager
@@ -433,9 +431,10 @@ class Soak:
         with httpx.Client(base_url=self.base, timeout=60) as client:
             jumped = False
             while not done.wait(1.0):
-                step = dt.timedelta(seconds=61)
+                step, jump = dt.timedelta(seconds=61), False
                 if not jumped and self.sent >= self.jump_mark:
-                    step, jumped = dt.timedelta(hours=169), True
+                    step, jumped, jump = dt.timedelta(hours=169), True, True
+                    self.jump_asked = time.monotonic()  # a replay pair overlapping the jump may run anew
                 self.clock += step
                 self.call(
                     client,
@@ -445,6 +444,8 @@ class Soak:
                     json={"now": self.clock.isoformat()},
                     headers=self.admin,
                 )
+                if jump:
+                    self.jump_answered = time.monotonic()
 
     # -- helpers of the actions
     def pick_app(self, rnd: random.Random) -> tuple[str, str] | None:

@@ -45,6 +45,10 @@ from guanhao.upgrades.models import (
 )
 
 CHUNK = 1000
+# How long a chunk waits for any one lock (PostgreSQL) before it rolls back and is redone: a chunk holds its shops
+# FOR UPDATE, and a request for one of them waits for the whole chunk — it must never wait behind a chunk that
+# itself waits (for a pool a sweep or a merchant holds, for a lapsed application being ended).
+CHUNK_LOCK_WAIT = 1.0
 OPTED_OUT = rules.OPTED_OUT
 NEEDS_STAFF_REVIEW = rules.NEEDS_STAFF_REVIEW
 
@@ -173,7 +177,7 @@ def work(
     retries = 0
     while True:
         try:
-            with session_scope() as session:
+            with session_scope(lock_timeout=CHUNK_LOCK_WAIT) as session:
                 now = clock.now(session)
                 wave = get(session, wave_id)
                 if wave.status != WaveState.RUNNING or (stop is not None and stop()):
@@ -299,6 +303,8 @@ def _chunk(
 ) -> Outcome | None:
     """R-11: one chunk, one transaction: claim, decide, write, and move the wave's counters, never past its
     limit."""
+    # No more shops than the budget could upgrade: a wave of 6 does not hold a thousand shops while it works.
+    size = min(size, budget)
     shops = _claim(session, wave_id=wave.id, min_score=wave.min_experience_score, after=after, size=size)
     if not shops:
         return None

@@ -6,9 +6,10 @@ import csv
 import datetime as dt
 import io
 import json
+from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import Query
+from fastapi import Depends, Query
 from fastapi.responses import Response
 
 from guanhao import clock, pii
@@ -71,9 +72,7 @@ def client_address(entry: AuditEntry) -> str:
     return address
 
 
-@router.get("/audit")
-def trail(
-    current: CurrentVisit,
+def _given(
     actor: str = Query(default="", max_length=120),
     action: str = Query(default="", max_length=120),
     target_id: str = Query(default="", max_length=120),
@@ -81,13 +80,24 @@ def trail(
     shop_id: str = Query(default="", max_length=120),
     since: str = Query(default="", max_length=10),
     until: str = Query(default="", max_length=10),
+) -> dict[str, str]:
+    """The trail's filters as the staff typed them (the page and its CSV export take the same ones)."""
+    given = {"actor": actor, "action": action, "target_id": target_id, "subject_id": subject_id}
+    return given | {"shop_id": shop_id, "since": since, "until": until}
+
+
+Given = Annotated[dict[str, str], Depends(_given)]
+
+
+@router.get("/audit")
+def trail(
+    current: CurrentVisit,
+    given: Given,
     before: int | None = Query(default=None, ge=1),
     verify: bool = False,
 ):
     staff(current)
-    filters, problems = _filters(actor, action, target_id, subject_id, shop_id, since, until)
-    given = {"actor": actor, "action": action, "target_id": target_id, "subject_id": subject_id}
-    given |= {"shop_id": shop_id, "since": since, "until": until}
+    filters, problems = _filters(**given)
     query = urlencode({k: v for k, v in given.items() if v})
     with current.unit() as (session, _now):
         rows = [] if problems else audit.search(session, filters, before_seq=before, limit=TRAIL_PAGE)
@@ -119,19 +129,10 @@ def _cell(value: object) -> str:
 
 
 @router.get("/audit.csv")
-def export(
-    current: CurrentVisit,
-    actor: str = Query(default="", max_length=120),
-    action: str = Query(default="", max_length=120),
-    target_id: str = Query(default="", max_length=120),
-    subject_id: str = Query(default="", max_length=120),
-    shop_id: str = Query(default="", max_length=120),
-    since: str = Query(default="", max_length=10),
-    until: str = Query(default="", max_length=10),
-):
+def export(current: CurrentVisit, given: Given):
     """The filtered trail as CSV (UTF-8 with a BOM, so spreadsheet programs read the Chinese), newest first."""
     staff(current)
-    filters, problems = _filters(actor, action, target_id, subject_id, shop_id, since, until)
+    filters, problems = _filters(**given)
     lang = current.lang
     out = io.StringIO()
     out.write("\ufeff")

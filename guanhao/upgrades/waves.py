@@ -45,10 +45,6 @@ from guanhao.upgrades.models import (
 )
 
 CHUNK = 1000
-# How long a chunk waits for any one lock (PostgreSQL) before it rolls back and is redone: a chunk holds its shops
-# FOR UPDATE, and a request for one of them waits for the whole chunk — it must never wait behind a chunk that
-# itself waits (for a pool a sweep or a merchant holds, for a lapsed application being ended).
-CHUNK_LOCK_WAIT = 1.0
 OPTED_OUT = rules.OPTED_OUT
 NEEDS_STAFF_REVIEW = rules.NEEDS_STAFF_REVIEW
 
@@ -177,7 +173,10 @@ def work(
     retries = 0
     while True:
         try:
-            with session_scope(lock_timeout=CHUNK_LOCK_WAIT) as session:
+            # A chunk holds its shops FOR UPDATE, and a request for one of them waits for the whole chunk: it must
+            # never wait behind a chunk that itself waits (for a pool a sweep or a merchant holds, for a lapsed
+            # application being ended). So a chunk waits at most `wave_lock_wait` for any lock, then is redone.
+            with session_scope(lock_timeout=get_settings().wave_lock_wait) as session:
                 now = clock.now(session)
                 wave = get(session, wave_id)
                 if wave.status != WaveState.RUNNING or (stop is not None and stop()):

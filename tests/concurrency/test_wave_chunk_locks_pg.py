@@ -1,5 +1,5 @@
 """R-11: a wave chunk holds its shops FOR UPDATE; when it has to wait for a pool (a sweep or a merchant holds it),
-it lets go of them after `waves.CHUNK_LOCK_WAIT` and redoes the chunk, so that a request for one of its shops never
+it lets go of them after `wave_lock_wait` (1 s) and redoes the chunk, so that a request for one of its shops never
 waits behind it for long. Found by the soak: a submit waited past its 30 s budget for a shop row (55P03) that a
 chunk held while it waited itself."""
 

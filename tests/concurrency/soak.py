@@ -150,7 +150,7 @@ class LockWatch:
 
     def __init__(self, sql: sa.Engine, *, threshold: float = 5.0) -> None:
         self.sql, self.threshold = sql, threshold
-        self.seen: dict[tuple, str] = {}  # (waiter pid, blocker pid, waiter query) → the longest sighting
+        self.seen: dict[tuple, tuple[float, str]] = {}  # (waiter, blocker, query) → the longest sighting
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.watch, name="soak-lockwatch", daemon=True)
 
@@ -159,9 +159,10 @@ class LockWatch:
             with contextlib.suppress(sa.exc.SQLAlchemyError), self.sql.connect() as conn:
                 for r in conn.execute(sa.text(self.QUERY), {"threshold": self.threshold}):
                     self.seen[(r.pid, r.blocker, r.query)] = (
-                        f"{r.waited.total_seconds():.0f} s: {r.query!r} waits for pid {r.blocker} "
+                        r.waited.total_seconds(),
+                        f"{r.waited.total_seconds():.0f} s: {r.query[:60]!r} waits for pid {r.blocker} "
                         f"({r.blocker_state}, transaction {r.blocker_xact.total_seconds():.0f} s old): "
-                        f"{r.blocker_query!r}"
+                        f"{r.blocker_query[:90]!r}",
                     )
 
     def __enter__(self) -> "LockWatch":
@@ -172,8 +173,11 @@ class LockWatch:
         self.done.set()
         self.thread.join()
 
-    def report(self) -> list[str]:
-        return [f"lock wait over {self.threshold:.0f} s: {v}" for v in self.seen.values()]
+    def report(self, most: int = 8) -> list[str]:
+        """The `most` longest waits seen (each waiter counted once per blocker)."""
+        longest = sorted(self.seen.values(), reverse=True)
+        lines = [f"lock waits over {self.threshold:.0f} s: {len(longest)}"]
+        return lines + [f"  {text}" for _, text in longest[:most]]
 
 
 class Sink:

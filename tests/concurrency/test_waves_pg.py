@@ -58,7 +58,7 @@ def wave_row(sql: sa.Engine, wave_id: str) -> dict:
 def start_wave(chunk: int, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     proc = guanhao("waves", "run", "--limit", "10000000", "--chunk", str(chunk), "--quiet", env=env)
     wave_id = proc.stdout.readline().strip()  # the command prints the wave id on stdout before working
-    assert wave_id.startswith("wave_"), (wave_id, proc.stderr.read() if proc.poll() is not None else "")
+    assert wave_id.startswith("wave_"), (wave_id, proc.wait(timeout=60), proc.stderr.read())
     return proc, wave_id
 
 

@@ -61,7 +61,7 @@ def free_port() -> int:
 
 def process_env(database_url: str, var_dir: Path) -> dict[str, str]:
     """The environment of the server and the workers: the test's database, small connection pools (the
-    shared PostgreSQL allows about 100 clients in all: 4 × 10 here), quiet logs."""
+    shared PostgreSQL allows about 100 clients in all: 4 × 10 here, 2 × 4 for the workers), quiet logs."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     return env | {
         "GUANHAO_DATABASE_URL": database_url,
@@ -122,6 +122,9 @@ def background_workers(env: dict[str, str], log_dir: Path, *, count: int) -> Ite
     """`count` background workers; the API runs none of its own (`serve --no-worker`), so these alone run the
     duties."""
     logs = [(log_dir / f"worker-{i}.log").open("w") for i in range(count)]
+    # A worker's duties need a few connections, not a request server's pool: the shared PostgreSQL allows about
+    # 100 clients in all, and a full server refuses every request (503 on reads too).
+    env = env | {"GUANHAO_DB_POOL_SIZE": "3", "GUANHAO_DB_MAX_OVERFLOW": "1"}
     procs = [background_worker(env, i, log) for i, log in enumerate(logs)]
     try:
         yield procs

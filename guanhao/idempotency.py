@@ -42,7 +42,10 @@ class IdempotencyRecord(Base):
     content_type: Mapped[str | None] = mapped_column(String(100))
     # Sealed: a replayed response may hold a secret shown once (an API key, a webhook secret).
     body_enc: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # the service clock's: retention (API.md)
+    # The real clock's: a key in flight is abandoned after `in_flight_timeout_seconds` of real time, however far the
+    # sandbox clock moves meanwhile (None on keys claimed before the column: their created_at is used).
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None:
@@ -55,7 +58,7 @@ def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None
             stale_done = existing.state == "done" and now - existing.created_at > dt.timedelta(
                 hours=idem.retention_hours
             )
-            stale_flight = existing.state == "in_flight" and now - existing.created_at > dt.timedelta(
+            stale_flight = existing.state == "in_flight" and _in_flight_for(existing, now) > dt.timedelta(
                 seconds=idem.in_flight_timeout_seconds
             )
             if not (stale_done or stale_flight):
@@ -67,7 +70,12 @@ def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None
         with session_scope() as session:
             session.add(
                 IdempotencyRecord(
-                    caller=caller, key=key, request_hash=request_hash, state="in_flight", created_at=clock.now(session)
+                    caller=caller,
+                    key=key,
+                    request_hash=request_hash,
+                    state="in_flight",
+                    created_at=clock.now(session),
+                    claimed_at=clock.real_now(),
                 )
             )
     except IntegrityError:
@@ -78,6 +86,14 @@ def _claim(caller: str, key: str, request_hash: str) -> IdempotencyRecord | None
             session.expunge(existing)
             return existing
     return None
+
+
+def _in_flight_for(record: IdempotencyRecord, now: dt.datetime) -> dt.timedelta:
+    """How long a key has been in flight, on the real clock: a request's duration is real time, and the sandbox
+    clock (moved by tests, a minute a second in the soak) would make a slow request look abandoned."""
+    if record.claimed_at is None:
+        return now - record.created_at
+    return clock.real_now() - record.claimed_at
 
 
 # Answers that changed nothing and invite a retry of the same request: they do not hold the key. A 400 or

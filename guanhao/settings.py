@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Seconds a unit of work waits for the database (SQLite's write lock, a PostgreSQL connection, a
     # request's row locks) before it gives up: an HTTP request then answers 503 with Retry-After.
     db_busy_timeout: float = Field(default=5.0, gt=0, le=600)
+    # Seconds a wave chunk waits for any one lock before it rolls back and is redone (PostgreSQL): a chunk holds its
+    # shops FOR UPDATE, and requests for them wait behind it (R-11; see upgrades/waves.py).
+    wave_lock_wait: float = Field(default=1.0, gt=0, le=600)
     # Seconds in the Retry-After of a 503 (database busy or unreachable).
     retry_after: int = Field(default=2, ge=1, le=3600)
     # When set, GET /metrics needs `Authorization: Bearer <this token>`.

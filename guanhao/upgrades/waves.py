@@ -173,7 +173,10 @@ def work(
     retries = 0
     while True:
         try:
-            with session_scope() as session:
+            # A chunk holds its shops FOR UPDATE, and a request for one of them waits for the whole chunk: it must
+            # never wait behind a chunk that itself waits (for a pool a sweep or a merchant holds, for a lapsed
+            # application being ended). So a chunk waits at most `wave_lock_wait` for any lock, then is redone.
+            with session_scope(lock_timeout=get_settings().wave_lock_wait) as session:
                 now = clock.now(session)
                 wave = get(session, wave_id)
                 if wave.status != WaveState.RUNNING or (stop is not None and stop()):
@@ -299,6 +302,8 @@ def _chunk(
 ) -> Outcome | None:
     """R-11: one chunk, one transaction: claim, decide, write, and move the wave's counters, never past its
     limit."""
+    # No more shops than the budget could upgrade: a wave of 6 does not hold a thousand shops while it works.
+    size = min(size, budget)
     shops = _claim(session, wave_id=wave.id, min_score=wave.min_experience_score, after=after, size=size)
     if not shops:
         return None

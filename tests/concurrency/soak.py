@@ -61,7 +61,7 @@ def free_port() -> int:
 
 def process_env(database_url: str, var_dir: Path) -> dict[str, str]:
     """The environment of the server and the workers: the test's database, small connection pools (the
-    shared PostgreSQL allows about 100 clients in all: 4 × 10 here), quiet logs."""
+    shared PostgreSQL allows about 100 clients in all: 4 × 10 here, 2 × 4 for the workers), quiet logs."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     return env | {
         "GUANHAO_DATABASE_URL": database_url,
@@ -78,11 +78,11 @@ def process_env(database_url: str, var_dir: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving(env: dict[str, str], log_path: Path, *, workers: int) -> Iterator[str]:
-    """`guanhao serve --workers N` on a free port; yields its base URL once /readyz answers 200."""
+    """`guanhao serve --workers N --no-worker` on a free port; yields its base URL once /readyz answers 200."""
     port = free_port()
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [GUANHAO, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+            [GUANHAO, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -113,46 +113,74 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def background_worker(env: dict[str, str], index: int, log) -> subprocess.Popen:
-    """One background worker process. Until `guanhao worker` is on main this is the webhook delivery loop;
-    waves run in the API process that started them, and the sweeps are run by `sweeping` below."""
-    return subprocess.Popen(
-        [GUANHAO, "events", "deliver", "--interval", "0.2"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-
-SWEEPS = ("expire-pending-changes", "expire-confirmations")
+    """One background worker, `guanhao worker --id soak-N`: waves, webhook deliveries, expiry sweeps, purges."""
+    return subprocess.Popen([GUANHAO, "worker", "--id", f"soak-{index}"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 @contextlib.contextmanager
 def background_workers(env: dict[str, str], log_dir: Path, *, count: int) -> Iterator[list[subprocess.Popen]]:
-    """`count` background workers, plus (until `guanhao worker` runs them) the sweeps, each run now and then
-    with `guanhao jobs run`."""
+    """`count` background workers; the API runs none of its own (`serve --no-worker`), so these alone run the
+    duties."""
     logs = [(log_dir / f"worker-{i}.log").open("w") for i in range(count)]
+    # A worker's duties need a few connections, not a request server's pool: the shared PostgreSQL allows about
+    # 100 clients in all, and a full server refuses every request (503 on reads too).
+    env = env | {"GUANHAO_DB_POOL_SIZE": "3", "GUANHAO_DB_MAX_OVERFLOW": "1"}
     procs = [background_worker(env, i, log) for i, log in enumerate(logs)]
-    done = threading.Event()
-
-    def sweep() -> None:
-        i = 0
-        while not done.wait(4.0):
-            # A sweep waits its turn for the rows it ends (no lock budget, like every command): on a loaded
-            # machine it may take long; it is not a request, so a slow one is only skipped.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                subprocess.run(
-                    [GUANHAO, "jobs", "run", SWEEPS[i % len(SWEEPS)]], env=env, capture_output=True, timeout=120
-                )
-            i += 1
-
-    sweeper = threading.Thread(target=sweep, name="soak-sweeps", daemon=True)
-    sweeper.start()
     try:
         yield procs
     finally:
-        done.set()
-        sweeper.join(timeout=130)
         for proc in procs:
             stop(proc)
         for log in logs:
             log.close()
+
+
+class LockWatch:
+    """Every second, the lock waits longer than `threshold` seconds in the test's database, each with what its
+    blockers run (pg_blocking_pids, pg_stat_activity): who holds a row that a request waits for. Printed with
+    the report, so a 55P03 (a request past its lock budget) names its cause."""
+
+    QUERY = """
+        SELECT w.pid, now() - w.query_start AS waited, left(w.query, 160) AS query,
+               b.pid AS blocker, b.state AS blocker_state, now() - b.xact_start AS blocker_xact,
+               left(b.query, 200) AS blocker_query
+        FROM pg_stat_activity w
+        CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
+        JOIN pg_stat_activity b ON b.pid = blocking.pid
+        WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
+          AND now() - w.query_start > make_interval(secs => :threshold)
+    """
+
+    def __init__(self, sql: sa.Engine, *, threshold: float = 5.0) -> None:
+        self.sql, self.threshold = sql, threshold
+        self.seen: dict[tuple, tuple[float, str]] = {}  # (waiter, blocker, query) → the longest sighting
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.watch, name="soak-lockwatch", daemon=True)
+
+    def watch(self) -> None:
+        while not self.done.wait(1.0):
+            with contextlib.suppress(sa.exc.SQLAlchemyError), self.sql.connect() as conn:
+                for r in conn.execute(sa.text(self.QUERY), {"threshold": self.threshold}):
+                    self.seen[(r.pid, r.blocker, r.query)] = (
+                        r.waited.total_seconds(),
+                        f"{r.waited.total_seconds():.0f} s: {r.query[:60]!r} waits for pid {r.blocker} "
+                        f"({r.blocker_state}, transaction {r.blocker_xact.total_seconds():.0f} s old): "
+                        f"{r.blocker_query[:90]!r}",
+                    )
+
+    def __enter__(self) -> "LockWatch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def report(self, most: int = 8) -> list[str]:
+        """The `most` longest waits seen (each waiter counted once per blocker)."""
+        longest = sorted(self.seen.values(), reverse=True)
+        lines = [f"lock waits over {self.threshold:.0f} s: {len(longest)}"]
+        return lines + [f"  {text}" for _, text in longest[:most]]
 
 
 class Sink:
@@ -410,9 +438,10 @@ class Soak:
         with httpx.Client(base_url=self.base, timeout=60) as client:
             jumped = False
             while not done.wait(1.0):
-                step = dt.timedelta(seconds=61)
+                step, jump = dt.timedelta(seconds=61), False
                 if not jumped and self.sent >= self.jump_mark:
-                    step, jumped = dt.timedelta(hours=169), True
+                    step, jumped, jump = dt.timedelta(hours=169), True, True
+                    self.jump_asked = time.monotonic()  # a replay pair overlapping the jump may run anew
                 self.clock += step
                 self.call(
                     client,
@@ -422,6 +451,8 @@ class Soak:
                     json={"now": self.clock.isoformat()},
                     headers=self.admin,
                 )
+                if jump:
+                    self.jump_answered = time.monotonic()
 
     # -- helpers of the actions
     def pick_app(self, rnd: random.Random) -> tuple[str, str] | None:

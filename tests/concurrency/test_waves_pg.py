@@ -37,9 +37,14 @@ ELIGIBLE = """
 """
 
 
-def guanhao(*args: str, **kwargs) -> subprocess.Popen:
+def guanhao(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [GUANHAO, *args], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+        [GUANHAO, *args],
+        env=dict(os.environ) | (env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
@@ -50,10 +55,10 @@ def wave_row(sql: sa.Engine, wave_id: str) -> dict:
         )
 
 
-def start_wave(chunk: int) -> tuple[subprocess.Popen, str]:
-    proc = guanhao("waves", "run", "--limit", "10000000", "--chunk", str(chunk), "--quiet")
+def start_wave(chunk: int, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    proc = guanhao("waves", "run", "--limit", "10000000", "--chunk", str(chunk), "--quiet", env=env)
     wave_id = proc.stdout.readline().strip()  # the command prints the wave id on stdout before working
-    assert wave_id.startswith("wave_"), (wave_id, proc.stderr.read() if proc.poll() is not None else "")
+    assert wave_id.startswith("wave_"), (wave_id, proc.wait(timeout=60), proc.stderr.read())
     return proc, wave_id
 
 
@@ -223,8 +228,10 @@ def test_several_workers_on_one_wave_never_take_the_same_shop(sql):
                    SELECT 'quota:' || s.id || ':' || t.type, 0
                    FROM subjects s, (VALUES ('main'), ('vertical'), ('dedicated')) AS t(type)""")
     )
-    creator, wave_id = start_wave(chunk=50)
-    joiners = [guanhao("waves", "resume", wave_id, "--chunk", "50", "--quiet") for _ in range(3)]
+    # The chunks wait for the gate as long as it takes (they would let go of their shops after a second).
+    patient = {"GUANHAO_WAVE_LOCK_WAIT": "120"}
+    creator, wave_id = start_wave(chunk=50, env=patient)
+    joiners = [guanhao("waves", "resume", wave_id, "--chunk", "50", "--quiet", env=patient) for _ in range(3)]
     outputs = []
     try:
         wait_until(lambda: scalar(sql, WAITING_ON_POOLS) == 4, timeout=30, every=0.05)  # each with its own claim

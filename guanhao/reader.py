@@ -10,6 +10,7 @@ Both run the same statement, so they answer the same rows; a single statement se
 """
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +27,9 @@ from guanhao.settings import get_settings
 
 log = structlog.get_logger("guanhao.reader")
 
-_pool: Any = None  # the asyncpg pool of this process's server loop, when there is one
-_pool_loop: asyncio.AbstractEventLoop | None = None
+# The asyncpg pool of each server loop of this process. A pool belongs to the loop that opened it and is used and
+# closed only from there: several apps in one process (tests) each have their own, none touches another's.
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
 _compiled: dict[int, tuple[Select, str, list[str], dict[str, Any]]] = {}
 
 
@@ -39,16 +41,15 @@ def _asyncpg_dsn(url: str) -> str | None:
 
 
 async def open_pool() -> None:
-    """From the app's lifespan: an asyncpg pool for this process (PostgreSQL only; a no-op otherwise)."""
-    global _pool, _pool_loop
+    """From the app's lifespan: an asyncpg pool for this server loop (PostgreSQL only; a no-op otherwise)."""
     dsn = _asyncpg_dsn(get_settings().resolved_database_url)
-    if dsn is None or (_pool is not None and _pool_loop is asyncio.get_running_loop()):
+    loop = asyncio.get_running_loop()
+    if dsn is None or loop in _pools:
         return
-    await close_pool()  # one left by an app whose loop is gone (tests)
     import asyncpg
 
     settings = get_settings()
-    _pool = await asyncpg.create_pool(
+    _pools[loop] = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=settings.db_pool_size,
@@ -60,7 +61,6 @@ async def open_pool() -> None:
         # round trip per read for nothing.
         reset=_nothing_to_reset,
     )
-    _pool_loop = asyncio.get_running_loop()
 
 
 async def _nothing_to_reset(_connection) -> None:
@@ -68,14 +68,10 @@ async def _nothing_to_reset(_connection) -> None:
 
 
 async def close_pool() -> None:
-    global _pool, _pool_loop
-    pool, loop, _pool, _pool_loop = _pool, _pool_loop, None, None
-    if pool is None:
-        return
-    if loop is asyncio.get_running_loop():
+    """From the app's lifespan, in the loop that opened the pool."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
         await pool.close()
-    else:  # its loop is gone: close the sockets without it
-        pool.terminate()
 
 
 def _for_asyncpg(stmt: Select) -> tuple[str, list[str], dict[str, Any]]:
@@ -93,10 +89,11 @@ def _for_asyncpg(stmt: Select) -> tuple[str, list[str], dict[str, Any]]:
 
 async def one(stmt: Select, params: Mapping[str, Any], *, engine: Engine | None = None) -> Mapping[str, Any] | None:
     """The statement's first row as a mapping (column label → value), or None."""
-    if _pool is not None and engine is None and _pool_loop is asyncio.get_running_loop():
+    pool = None if engine is not None else _pools.get(asyncio.get_running_loop())
+    if pool is not None:
         sql, names, fixed = _for_asyncpg(stmt)
         try:
-            record = await _pool.fetchrow(sql, *(params[n] if n in params else fixed[n] for n in names))
+            record = await pool.fetchrow(sql, *(params[n] if n in params else fixed[n] for n in names))
         except Exception as exc:
             if _unreachable(exc):
                 log.warning("database.unavailable", error_type=type(exc).__name__, route="(fast read)")

@@ -3,6 +3,7 @@ route answered before it (issue 9): the same fields, values and masking, the sam
 every state of the account. The route it replaced is kept here as the reference."""
 
 import datetime as dt
+import weakref
 
 import pytest
 import sqlalchemy as sa
@@ -98,7 +99,7 @@ def test_an_unreachable_database_is_503_problem_json(api, monkeypatch):
 
     _, shop_id, _ = api.ready_shop()
     monkeypatch.setattr(reader, "_one_sync", unreachable)
-    monkeypatch.setattr(reader, "_pool_loop", None)  # not the server's loop: the statement runs in a thread
+    monkeypatch.setattr(reader, "_pools", weakref.WeakKeyDictionary())  # no pool: the statement runs in a thread
     r = api.client.get(f"/api/v1/shops/{shop_id}/official-account", headers=api.admin)
     assert r.headers["content-type"] == "application/problem+json"
     assert r.status_code == 503, r.text

@@ -44,8 +44,18 @@ def scratch_database(admin_url: str, name: str) -> str:
     return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+def record_keys(engine: sa.Engine) -> None:
+    """The seeds write stand-in ciphertext that no key opens: record this process's keys first, as the first
+    command on a new database would (guanhao.keyring), so the commands run on it compare fingerprints."""
+    from guanhao import keyring
+    from guanhao.settings import get_settings
+
+    keyring.check(engine, *get_settings().keys(), now=dt.datetime.now(dt.UTC))
+
+
 def build(engine: sa.Engine, shops: int) -> dict:
     """Subjects of three shops each; ~40 % score ≥ 4.6, of which ~3/4 pass every check → ~30 % qualify."""
+    record_keys(engine)
     subjects = (shops + 2) // 3
     with engine.begin() as conn:
         conn.execute(
@@ -201,8 +211,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from guanhao import keyring, migrate
-    from guanhao.settings import get_settings
+    from guanhao import migrate
 
     os.environ.setdefault("GUANHAO_QUIET_DEV_KEYS", "1")
 
@@ -211,9 +220,6 @@ def main() -> None:
         url = scratch_database(args.url, f"guanhao_bench_{size}")
         engine = sa.create_engine(url)
         migrate.upgrade(engine)
-        # The build writes stand-in ciphertext that no key opens: record the wave's keys first, as the first
-        # command on a new database would (guanhao.keyring), so `guanhao waves run` compares fingerprints.
-        keyring.check(engine, *get_settings().keys(), now=dt.datetime.now(dt.UTC))
         t0 = time.perf_counter()
         build(engine, size)
         print(f"[{size:,} shops] built in {time.perf_counter() - t0:.1f} s", flush=True)

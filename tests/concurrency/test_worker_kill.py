@@ -3,8 +3,6 @@ worker holding chunks is killed with SIGKILL mid-wave; the other one finishes th
 invariant of a wave (each eligible shop upgraded once, counters equal to the SQL counts, one audit row and one
 event per upgrade and per wave transition, the audit chain intact) and each worker's share adding up."""
 
-import base64
-import datetime as dt
 import hashlib
 import os
 import signal
@@ -17,10 +15,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from guanhao import keyring
+from bench.wave import record_keys
 from guanhao.policy import DEFAULT_POLICY_PATH
 from tests.concurrency.test_waves_pg import assert_exactly_once, wave_row
-from tests.conftest import TEST_HASH_KEY, TEST_PII_KEY, is_postgres
+from tests.conftest import is_postgres
 
 GUANHAO = str(Path(sys.executable).parent / "guanhao")
 
@@ -32,6 +30,7 @@ def seed(sql: sa.Engine, shops: int) -> None:
 
         build(sql, shops)
         return
+    record_keys(sql)
     now = "2026-03-10 01:00:00.000000"
     subjects = (shops + 2) // 3
     with sql.begin() as conn:
@@ -119,9 +118,6 @@ def wait_until(what: str, predicate, *, timeout: float, every: float = 0.02) -> 
 
 
 def kill_a_worker_mid_wave(sql, live_server, admin_headers, tmp_path, *, shops: int, chunk: int) -> None:
-    # The seed writes stand-in ciphertext, which no key opens: record the test keys' fingerprint first, as the
-    # first command on a new database would, so the workers compare fingerprints instead of opening a sample.
-    keyring.check(sql, base64.b64decode(TEST_PII_KEY), base64.b64decode(TEST_HASH_KEY), now=dt.datetime.now(dt.UTC))
     seed(sql, shops)
     env = dict(os.environ) | {
         "GUANHAO_POLICY": str(worker_policy(tmp_path / "policy.toml", chunk=chunk)),

@@ -104,6 +104,14 @@ def database(database_template, tmp_path, monkeypatch):
                 .scalars()
                 .all()
             )
+            # Nothing of an earlier test may outlive it: a connection left open in a transaction (a server or
+            # worker thread that did not stop in time) would block the TRUNCATE for ever.
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
             conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         engine.dispose()
     monkeypatch.setenv("GUANHAO_DATABASE_URL", url)

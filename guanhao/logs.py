@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from typing import TextIO
 
 import structlog
@@ -118,7 +117,7 @@ def request_id(incoming: str | None) -> str:
     """The client's X-Request-ID when it is a sane opaque id, else a new one."""
     if incoming and _SANE_REQUEST_ID.fullmatch(incoming) and not _PERSONAL_SHAPE.search(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits as 32 hex digits, like uuid4().hex at a third of the cost
 
 
 class AccessLogMiddleware:
@@ -161,6 +160,10 @@ class AccessLogMiddleware:
             structlog.contextvars.reset_contextvars(**tokens)
 
 
+# json.dumps(event, ensure_ascii=False), its encoder made once rather than per line.
+_ACCESS_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def _write_access_line(fields: dict, rid: str) -> bool:
     """The access line, as structlog would render it (same fields, same order, same JSON), written straight to
     our handler's stream under its lock: the per-request line without structlog's processor chain and the
@@ -179,7 +182,7 @@ def _write_access_line(fields: dict, rid: str) -> bool:
         "timestamp": now,
         "pid": os.getpid(),
     }
-    line = json.dumps(event, ensure_ascii=False) + "\n"
+    line = _ACCESS_JSON.encode(event) + "\n"
     handler.acquire()
     try:
         handler.stream.write(line)

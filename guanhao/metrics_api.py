@@ -15,6 +15,11 @@ from guanhao.settings import get_settings
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+# Each label set's counter and histogram, looked up once (`labels()` checks and joins its values on every call).
+# Bounded: methods × route templates × statuses.
+_children: dict[tuple[str, str, int], tuple] = {}
+
+
 class RequestMetrics:
     """Counts and times every HTTP request by the route template that served it (never the raw path,
     which may hold ids or a capability token)."""
@@ -37,9 +42,13 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            labels = (method, route_template(scope), str(status["code"]))
-            REQUESTS.labels(*labels).inc()
-            LATENCY.labels(*labels).observe(time.perf_counter() - started)
+            labels = (method, route_template(scope), status["code"])
+            children = _children.get(labels)
+            if children is None:
+                named = (method, labels[1], str(status["code"]))
+                children = _children[labels] = (REQUESTS.labels(*named), LATENCY.labels(*named))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 router = APIRouter()

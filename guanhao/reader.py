@@ -169,6 +169,9 @@ def _for_asyncpg(stmt: Select) -> tuple[str, list[str], dict[str, Any]]:
         from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
         compiled = stmt.compile(dialect=PGDialect_asyncpg())
+        if "POSTCOMPILE" in str(compiled):
+            # An expanding IN (…) is rendered per call by SQLAlchemy, never by a prepared statement.
+            raise TypeError("a fast read's statement cannot hold an expanding IN; compare value by value")
         fixed = dict(compiled.construct_params(_check=False))
         hit = (stmt, str(compiled), list(compiled.positiontup or ()), fixed)
         _compiled[id(stmt)] = hit

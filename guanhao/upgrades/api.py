@@ -1,5 +1,6 @@
 import re
-from typing import Annotated
+from typing import Annotated, get_args
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.routing import iter_route_contexts
@@ -43,7 +44,6 @@ from guanhao.upgrades.schemas import (
     StaffRejectIn,
     SubmitIn,
     application_out,
-    check_out,
     consent_out,
     official_account_out,
 )
@@ -132,10 +132,10 @@ class ReadLane:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET":
             return await self.app(scope, receive, send)
-        lane = _lane_of(get_route_path(scope))
+        lane = _lane_of(get_route_path(scope), scope.get("query_string", b""))
         if lane is None:
             return await self.app(scope, receive, send)
-        endpoint, body_of, item_id = lane
+        endpoint, body_of, item_id, query = lane
         route = self.routes.get(endpoint)
         if route is None:
             route = self.routes[endpoint] = _route_of(scope["app"], endpoint)
@@ -145,7 +145,7 @@ class ReadLane:
         try:
             token = bearer_token(headers.get("authorization"))
             caller = Bearer(token=token, admin=admin_principal(token, admin_token=get_settings().admin_token))
-            body = await body_of(item_id, caller, lang)
+            body = await body_of(item_id, caller, lang, *query)
         except Exception as exc:
             refused = problems.refusal(scope, exc)
             await problems.response(refused, lang)(scope, receive, send)
@@ -160,13 +160,35 @@ class ReadLane:
         await send({"type": "http.response.body", "body": body})
 
 
-def _lane_of(path: str):
-    """The lane serving `path` (its endpoint, its body, the id in the path), or None: the router answers."""
-    for pattern, endpoint, body_of in _LANES:
+def _lane_of(path: str, query_string: bytes):
+    """The lane serving `path` (its endpoint, its body, the id in the path, the query's arguments to the body), or
+    None: the router answers (and refuses what the schema refuses)."""
+    for pattern, endpoint, body_of, takes_type in _LANES:
         match = pattern.fullmatch(path)
         if match is not None:
-            return (endpoint, body_of, match.group(1)) if _lane_id(match.group(1)) else None
+            if not _lane_id(match.group(1)):
+                return None
+            query: tuple = ()
+            if takes_type:
+                account_type = _account_type(query_string)
+                if account_type is _REFUSED:
+                    return None
+                query = (account_type,)
+            return endpoint, body_of, match.group(1), query
     return None
+
+
+_REFUSED = object()
+_TYPE_NAMES = frozenset(get_args(AccountTypeName))
+
+
+def _account_type(query_string: bytes):
+    """`?account_type=` as the route reads it (the last one given; others ignored), or _REFUSED when the schema
+    would refuse it."""
+    given = [v for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if k == "account_type"]
+    if not given:
+        return None
+    return given[-1] if given[-1] in _TYPE_NAMES else _REFUSED
 
 
 def _lane_id(value: str) -> bool:
@@ -182,18 +204,29 @@ def _route_of(app, endpoint):
 
 
 @router.get("/shops/{shop_id}/eligibility", response_model=EligibilityOut, responses=_READ)
-def get_eligibility(
-    shop_id: IdPath, call: Authenticated, account_type: Annotated[AccountTypeName | None, Query()] = None
-):
-    with call.unit() as (session, now):
-        shop = _visible_shop(session, call, shop_id)
-        checks, resolved = service.eligibility(session, shop, call.policy, now=now, account_type=account_type)
-        eligible = all(c.passed for c in checks)
-        return {
-            "eligible": eligible,
-            "resolved_account_type": resolved if eligible else None,
-            "checks": [check_out(c, call.lang) for c in checks],
-        }
+async def get_eligibility(
+    shop_id: IdPath,
+    caller: BearerToken,
+    request: Request,
+    account_type: Annotated[AccountTypeName | None, Query()] = None,
+) -> Response:
+    """R-04: every check, passed or not, and the type an application would get. One statement off the thread pool
+    (see `eligibility_body`); served by `ReadLane` before routing, this route documents it and answers what the
+    lane leaves (an id or an account_type the schema refuses: 422)."""
+    body = await eligibility_body(shop_id, caller, language(request.headers.get("accept-language")), account_type)
+    return Response(body, media_type="application/json")
+
+
+async def eligibility_body(shop_id: str, caller: Bearer, lang: str, account_type: str | None = None) -> bytes:
+    """`service.eligibility` in one statement: the key, the clock and every fact of the shop that R-03 reads."""
+    row = await reader.one(
+        reads.eligibility_statement(by_key=caller.admin is None, sandbox=get_settings().sandbox),
+        reads.params(shop_id=shop_id, token=caller.token, admin=caller.admin, now=clock.real_now()),
+    )
+    assert row is not None  # the statement is anchored on one row
+    principal = reads.principal_of(row, caller.admin)
+    checks, resolved = reads.eligibility_of(row, get_policy(), principal, shop_id, account_type=account_type)
+    return reads.render_eligibility(checks, resolved, lang)
 
 
 @router.get("/subjects/{subject_id}/quotas", response_model=QuotasOut, responses=_READ)
@@ -444,9 +477,11 @@ def ownership_record(shop_id: IdPath, call: Authenticated):
         return ownership.build(session, shop_id, now=now)
 
 
-# The reads served before routing: the path, the route's endpoint (what logs and metrics name), the body.
+# The reads served before routing: the path, the route's endpoint (what logs and metrics name), the body, whether
+# it takes `?account_type=`.
 _LANES = (
-    (re.compile(r"/api/v1/shops/([^/]+)/official-account"), get_official_account, official_account_body),
-    (re.compile(r"/api/v1/upgrade-applications/([^/]+)"), get_application, application_body),
-    (re.compile(r"/api/v1/subjects/([^/]+)/quotas"), get_quotas, quotas_body),
+    (re.compile(r"/api/v1/shops/([^/]+)/official-account"), get_official_account, official_account_body, False),
+    (re.compile(r"/api/v1/upgrade-applications/([^/]+)"), get_application, application_body, False),
+    (re.compile(r"/api/v1/subjects/([^/]+)/quotas"), get_quotas, quotas_body, False),
+    (re.compile(r"/api/v1/shops/([^/]+)/eligibility"), get_eligibility, eligibility_body, True),
 )

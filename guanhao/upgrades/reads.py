@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Select, String, and_, bindparam, func, literal_column, not_, or_, select
+from sqlalchemy import Select, String, and_, bindparam, exists, func, literal, literal_column, not_, or_, select
 
 from guanhao import clock, db, errors
 from guanhao.auth.models import ApiKey
@@ -27,9 +27,16 @@ from guanhao.policy import Policy
 from guanhao.posting import service as posting
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import facts, rules, visibility
-from guanhao.upgrades.models import AccountType, Application, OfficialAccount, Pool, Slot, State
-from guanhao.upgrades.quotas import quota_pool
-from guanhao.upgrades.schemas import ApplicationOut, QuotasOut, application_out, official_account_out
+from guanhao.upgrades.models import IN_PROGRESS, AccountType, Application, OfficialAccount, Pool, Slot, State
+from guanhao.upgrades.quotas import operator_pool, quota_pool
+from guanhao.upgrades.schemas import (
+    ApplicationOut,
+    EligibilityOut,
+    QuotasOut,
+    application_out,
+    check_out,
+    official_account_out,
+)
 from guanhao.upgrades.service import OfficialView, can_cancel, can_sell_as_official
 
 _SHOP = ("id", "subject_id", "official_account_id")
@@ -286,3 +293,127 @@ def quotas_of(row: Mapping[str, Any], policy: Policy, principal: Principal, subj
 def render_quotas(quotas: dict) -> bytes:
     """The quotas through the route's response model, as FastAPI writes them."""
     return QuotasOut.__pydantic_serializer__.to_json(QuotasOut.model_validate(quotas))
+
+
+# ---------------------------------------------------------------- GET /shops/{id}/eligibility
+
+
+def _pool_key(pool_of: Any, key: Any) -> Any:
+    """SQL for `pool_of(key)` (quotas.quota_pool, quotas.operator_pool) with `key` a column: the function's own
+    text around it, so the statement names exactly the pools the service names."""
+    prefix, suffix = pool_of("\x00").split("\x00")
+    return literal(prefix) + key + literal(suffix)
+
+
+def _held_now(pool: Any, at: Any) -> Any:
+    """R-15, R-33, R-41: the places `pool` holds (reservations included) less those of lapsed applications."""
+    held = select(Pool.held).where(Pool.key == pool).scalar_subquery()
+    stale = (
+        select(func.count())
+        .select_from(Slot)
+        .join(Application, Application.id == Slot.application_id)
+        .where(Slot.pool == pool, facts.lapsed(at))
+        .scalar_subquery()
+    )
+    return func.coalesce(held, 0) - stale
+
+
+@lru_cache
+def eligibility_statement(*, by_key: bool, sandbox: bool) -> Select:
+    """The key, the clock, and every fact R-03's checks read about a shop (`facts.gather`): the shop, its subject,
+    its bound account, the subject's followers (R-30), each quota pool and the holder's operator pool as held now
+    (R-33, R-41), another application in progress (R-10), an official account already (R-02): one statement."""
+    at = _now(sandbox)
+    followers = (
+        select(func.coalesce(func.sum(Account.followers), 0))
+        .select_from(Shop)
+        .join(Account, Shop.official_account_id == Account.id)
+        .where(Shop.subject_id == Subject.id)
+        .scalar_subquery()
+    )
+    in_progress = exists().where(
+        Application.shop_id == Shop.id,
+        or_(*(Application.status == state.value for state in IN_PROGRESS)),  # no IN (…): asyncpg binds each value
+        not_(facts.lapsed(at)),
+    )
+    columns: list = [
+        Shop.id.label("shop_id"),
+        Shop.subject_id.label("shop_subject_id"),
+        Shop.shop_type,
+        Shop.status.label("shop_status"),
+        Subject.subject_type,
+        Subject.cross_border,
+        Subject.license_valid_until,
+        Account.id.label("account_id"),
+        Account.real_name_verified,
+        Account.status.label("account_status"),
+        Account.violations_90d,
+        Account.followers,
+        Account.holder_id_hash,
+        followers.label("bound_followers"),
+        in_progress.label("other_in_progress"),
+        exists().where(OfficialAccount.account_id == Account.id).label("already_upgraded"),
+        _held_now(_pool_key(operator_pool, Account.holder_id_hash), at).label("operator_used"),
+    ]
+    for t in _TYPES:
+        columns.append(
+            _held_now(_pool_key(lambda key, t=t: quota_pool(key, t), Shop.subject_id), at).label(f"used_{t}")
+        )
+    columns.append(at.label("now"))
+    return (
+        _authenticated(columns, by_key=by_key)
+        .outerjoin(Shop, Shop.id == bindparam("shop_id"))
+        .outerjoin(Subject, Subject.id == Shop.subject_id)
+        .outerjoin(Account, Account.id == Shop.official_account_id)
+    )
+
+
+def eligibility_of(
+    row: Mapping[str, Any], policy: Policy, principal: Principal, shop_id: str, *, account_type: str | None
+) -> tuple[list[rules.Check], str | None]:
+    """R-62 (another subject's shop is 404, worded as a missing one), then R-04: every check and the type an
+    application would get, from the same `rules.facts` and `rules.evaluate` as `service.eligibility`."""
+    if row["shop_id"] is None or not principal.can_see_subject(row["shop_subject_id"]):
+        raise errors.NotFound(_l("Shop {shop_id} not found", shop_id=shop_id))
+    bound = row["account_id"] is not None
+    account = None
+    if bound:
+        account = SimpleNamespace(
+            real_name_verified=row["real_name_verified"],
+            status=row["account_status"],
+            violations_90d=row["violations_90d"],
+            followers=row["followers"],
+        )
+    operator = rules.operator_id_hash(named=None, holder=row["holder_id_hash"] if bound else None)
+    shop_facts = rules.facts(
+        policy,
+        shop_type=row["shop_type"],
+        shop_status=row["shop_status"],
+        subject=SimpleNamespace(
+            subject_type=row["subject_type"],
+            cross_border=row["cross_border"],
+            license_valid_until=row["license_valid_until"],
+        ),
+        account=account,
+        bound_followers=int(row["bound_followers"] or 0),
+        quota_used={t: int(row[f"used_{t}"]) for t in _TYPES},
+        operator_used=None if operator is None else int(row["operator_used"]),
+        other_in_progress=bool(row["other_in_progress"]),
+        already_upgraded=bool(row["already_upgraded"]),
+        explicit_type=account_type,
+        today=clock.china_date(row["now"]),
+    )
+    return rules.evaluate(policy, shop_facts)
+
+
+def render_eligibility(checks: list[rules.Check], resolved: str | None, lang: str) -> bytes:
+    """The eligibility through the route's response model, as FastAPI writes it."""
+    eligible = all(c.passed for c in checks)
+    out = EligibilityOut.model_validate(
+        {
+            "eligible": eligible,
+            "resolved_account_type": resolved if eligible else None,
+            "checks": [check_out(c, lang) for c in checks],
+        }
+    )
+    return EligibilityOut.__pydantic_serializer__.to_json(out)

@@ -15,6 +15,7 @@ from guanhao.idempotency import IdempotencyMiddleware
 from guanhao.logs import AccessLogMiddleware
 from guanhao.operators import api as operators_api
 from guanhao.posting import api as posting_api
+from guanhao.process import settle
 from guanhao.sandbox import api as sandbox_api
 from guanhao.settings import get_settings
 from guanhao.subjects import api as subjects_api
@@ -39,6 +40,7 @@ async def _lifespan(app: FastAPI):
     if settings.worker or settings.deliver_webhooks:
         duties = [d for d in settings.worker_duties.split(",") if d] or None
         worker = Worker(duties=duties).start()
+    settle()
     try:
         yield
     finally:

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from guanhao.errors import DomainError, NotFound
 from guanhao.policy import PolicyError, get_policy
+from guanhao.process import settle
 from guanhao.settings import get_settings, public_url_for
 
 app = typer.Typer(help="guanhao — shop official account upgrade service (店铺官方账号升级)", no_args_is_help=True)
@@ -58,6 +59,7 @@ def _startup_checks() -> None:
         raise typer.Exit(2) from None
     get_settings().keys()
     _keys_match_database(before_migrating=True)
+    settle()
 
 
 def _upgrade_schema() -> None:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     # The import commits every this many lines, so other writers get their turn between batches.
-    import_batch_lines: int = Field(default=2000, ge=1)
+    import_batch_lines: int = Field(default=5000, ge=1)
     # Seconds a unit of work waits for the database (SQLite's write lock, a PostgreSQL connection, a
     # request's row locks) before it gives up: an HTTP request then answers 503 with Retry-After.
     db_busy_timeout: float = Field(default=5.0, gt=0, le=600)

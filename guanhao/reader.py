@@ -49,7 +49,9 @@ class ReadPool:
     here is one statement outside any transaction, and sets nothing on its connection.)
 
     Connections open lazily, up to `size`. One that fails — closed by the server, broken by a cancelled read —
-    is dropped, and the next read opens another: a restarted database is served again from its next request."""
+    is dropped, and the next read opens another. A read that finds its connection ended by the server (a restart,
+    an idle connection killed) is run once more on a new one — a single SELECT may run twice —, so a restarted
+    database is served again from its next request, not after one error per connection."""
 
     def __init__(self, dsn: str, *, size: int, timeout: float, server_settings: dict[str, str]) -> None:
         self._dsn, self._size, self._timeout, self._server_settings = dsn, size, timeout, server_settings
@@ -59,26 +61,32 @@ class ReadPool:
         self._closed = False
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        connection = await self._acquire()
-        try:
-            record = await connection.fetchrow(sql, *args)
-        except BaseException:
-            # A failed or cancelled read may leave the connection mid-protocol: never hand it to the next read.
-            self._drop(connection)
-            raise
-        self._release(connection)
-        return record
+        retried = False
+        while True:
+            connection, fresh = await self._acquire()
+            try:
+                record = await connection.fetchrow(sql, *args)
+            except BaseException as exc:
+                # A failed or cancelled read may leave the connection mid-protocol: never hand it to the next read.
+                self._drop(connection)
+                if not fresh and not retried and _connection_lost(exc):
+                    retried = True
+                    continue
+                raise
+            self._release(connection)
+            return record
 
-    async def _acquire(self) -> Any:
+    async def _acquire(self) -> tuple[Any, bool]:
+        """A connection and whether it was opened for this read."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.is_closed():
-                return connection
+                return connection, False
             self._open -= 1
         if self._closed:
             raise OSError("the read pool is closed")
         if self._open < self._size:
-            return await self._connect()
+            return await self._connect(), True
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -91,7 +99,7 @@ class ReadPool:
                 else:
                     self._release(handed)
             raise
-        return await self._connect() if connection is None else connection
+        return (await self._connect(), True) if connection is None else (connection, False)
 
     async def _connect(self) -> Any:
         import asyncpg
@@ -197,12 +205,24 @@ async def one(stmt: Select, params: Mapping[str, Any], *, engine: Engine | None 
     return await anyio.to_thread.run_sync(_one_sync, stmt, params, engine or get_engine())
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection itself failed (the server ended it, the socket broke), as opposed to the statement."""
+    import asyncpg
+
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and (state.startswith("08") or state.startswith("57P"))
+
+
 def _unreachable(exc: BaseException) -> bool:
     """asyncpg's ways of saying what `db.unavailable` recognises for the other drivers: no answer from a
     server (refused, closed, timed out), or a SQLSTATE of a server gone or busy."""
     import asyncpg
 
-    if isinstance(exc, OSError | asyncpg.InterfaceError):  # TimeoutError is an OSError
+    # TimeoutError is an OSError; InternalClientError is what asyncpg says of a connection the server ended
+    # while it was idle, when it is next used.
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
         return True
     return isinstance(exc, asyncpg.PostgresError) and pg_state_unavailable(getattr(exc, "sqlstate", None) or "")
 

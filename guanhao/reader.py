@@ -212,7 +212,7 @@ def _connection_lost(exc: BaseException) -> bool:
     if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
         return True
     state = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and (state.startswith("08") or state.startswith("57P"))
+    return isinstance(exc, asyncpg.PostgresError) and state.startswith(("08", "57P"))
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -4,25 +4,18 @@ PostgreSQL holds, and a webhook sink on loopback."""
 import contextlib
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 
+from tests.serving import guanhao_serve, stop
+
 GUANHAO = str(Path(sys.executable).parent / "guanhao")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_env(database_url: str, var_dir: Path) -> dict[str, str]:
@@ -45,37 +38,8 @@ def process_env(database_url: str, var_dir: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def serving(env: dict[str, str], log_path: Path, *, workers: int) -> Iterator[str]:
     """`guanhao serve --workers N --no-worker` on a free port; yields its base URL once /readyz answers 200."""
-    port = free_port()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [GUANHAO, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240  # four workers importing the app on a busy 2-core machine
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-4000:]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "guanhao serve did not get ready: " + log_path.read_text()[-4000:]
-            time.sleep(0.2)
+    with guanhao_serve(env, log_path, args=("--workers", str(workers), "--no-worker"), timeout=240) as (base, _proc):
         yield base
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def background_worker(env: dict[str, str], index: int, log) -> subprocess.Popen:

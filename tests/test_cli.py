@@ -6,10 +6,8 @@ this test's database.
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +17,7 @@ from typer.testing import CliRunner
 
 from guanhao.cli import app as cli
 from guanhao.db import reset as reset_caches
+from tests.serving import guanhao_serve
 
 runner = CliRunner()
 GUANHAO = Path(sys.executable).with_name("guanhao")
@@ -182,51 +181,19 @@ def test_demo_data_loads_every_state_once(client, admin_headers):
     assert len(items) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_really_serves(tmp_path):
-    port = _free_port()
     env = os.environ | {
         "GUANHAO_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
         "GUANHAO_VAR_DIR": str(tmp_path / "var"),
     }
-    proc = subprocess.Popen(
-        [str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "guanhao serve did not answer within 30 s"
-                time.sleep(0.2)
+    with guanhao_serve(env, tmp_path / "serve.log", ready="/api/v1/health", timeout=120) as (base, _proc):
+        r = httpx.get(f"{base}/api/v1/health", timeout=5)
         assert r.status_code == 200
         assert r.json()["status"] == "ok"
         # The schema was brought up to date first: an authenticated read works.
         token = os.environ["GUANHAO_ADMIN_TOKEN"]
-        r = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/admin/review-queue",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=5,
-        )
+        r = httpx.get(f"{base}/api/v1/admin/review-queue", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert r.status_code == 200, r.text
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ---------------------------------------------------------------- links follow the port (issue 8 item 14)
@@ -268,48 +235,26 @@ def test_make_run_hands_the_port_to_demo_data_and_serve():
 def test_serve_hands_out_links_on_its_port(tmp_path):
     from tests.factories import person, phone
 
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "GUANHAO_PUBLIC_URL"} | {
         "GUANHAO_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
         "GUANHAO_VAR_DIR": str(tmp_path / "var"),
     }
-    proc = subprocess.Popen(
-        [str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     admin = {"Authorization": f"Bearer {os.environ['GUANHAO_ADMIN_TOKEN']}"}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                httpx.get(f"{base}/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "guanhao serve did not answer within 30 s"
-                time.sleep(0.2)
-        with httpx.Client(base_url=f"{base}/api/v1", headers=admin, timeout=10) as c:
-            assert c.put("/subjects/s-1", json={"name": "杭州科技", "subject_type": "enterprise"}).status_code == 201
-            shop = {"subject_id": "s-1", "name": "店", "shop_type": "flagship", "status": "active"}
-            assert c.put("/shops/p-1", json=shop | {"experience_score": 4.8}).status_code == 201
-            holder = person()
-            account = {"nickname": "号", "followers": 1, "status": "normal", "real_name_verified": True}
-            r = c.put("/accounts/a-1", json=account | {"login_phone": phone(), "holder": holder})
-            assert r.status_code == 201, r.text
-            assert c.put("/shops/p-1/official-account", json={"account_id": "a-1"}).status_code == 200
-            r = c.post("/shops/p-1/upgrade-applications", json={"agree_terms": True})
-            assert r.status_code == 201, r.text
-            url = c.get(f"/admin/upgrade-applications/{r.json()['application_id']}").json()["confirmation_url"]
-            assert url.startswith(f"{base}/confirm/"), url  # the holder's page (issue 10)
-            [sms] = c.get("/sandbox/sms", params={"phone": holder["phone"]}).json()["items"]
-            assert url in sms["text"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with (
+        guanhao_serve(env, tmp_path / "serve.log", ready="/api/v1/health", timeout=120) as (base, _proc),
+        httpx.Client(base_url=f"{base}/api/v1", headers=admin, timeout=10) as c,
+    ):
+        assert c.put("/subjects/s-1", json={"name": "杭州科技", "subject_type": "enterprise"}).status_code == 201
+        shop = {"subject_id": "s-1", "name": "店", "shop_type": "flagship", "status": "active"}
+        assert c.put("/shops/p-1", json=shop | {"experience_score": 4.8}).status_code == 201
+        holder = person()
+        account = {"nickname": "号", "followers": 1, "status": "normal", "real_name_verified": True}
+        r = c.put("/accounts/a-1", json=account | {"login_phone": phone(), "holder": holder})
+        assert r.status_code == 201, r.text
+        assert c.put("/shops/p-1/official-account", json={"account_id": "a-1"}).status_code == 200
+        r = c.post("/shops/p-1/upgrade-applications", json={"agree_terms": True})
+        assert r.status_code == 201, r.text
+        url = c.get(f"/admin/upgrade-applications/{r.json()['application_id']}").json()["confirmation_url"]
+        assert url.startswith(f"{base}/confirm/"), url  # the holder's page (issue 10)
+        [sms] = c.get("/sandbox/sms", params={"phone": holder["phone"]}).json()["items"]
+        assert url in sms["text"]

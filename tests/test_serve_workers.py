@@ -4,63 +4,27 @@ the requests of both (prometheus-client's multiprocess mode, set up by `serve`).
 
 import json
 import os
-import socket
-import subprocess
 import time
 import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.serving import guanhao_serve
 from tests.test_metrics import value
-
-GUANHAO = ROOT / ".venv" / "bin" / "guanhao"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve-workers")
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {
         "GUANHAO_DATABASE_URL": f"sqlite:///{tmp / 'serve.sqlite3'}",
         "GUANHAO_VAR_DIR": str(tmp / "var"),
         "GUANHAO_LOG_LEVEL": "INFO",
     }
     log_path = tmp / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "guanhao serve --workers 2 did not get ready"
-            time.sleep(0.2)
+    with guanhao_serve(env, log_path, args=("--workers", "2")) as (base, _proc):
         yield base, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _records(log_path) -> list[dict]:

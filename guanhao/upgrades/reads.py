@@ -242,60 +242,15 @@ def render_application(app: Application, lang: str, *, now: dt.datetime) -> byte
 _TYPES = tuple(t.value for t in AccountType)
 
 
-@lru_cache
-def quotas_statement(*, by_key: bool, sandbox: bool) -> Select:
-    """The key, the clock, the subject, its bound accounts' followers (R-30) and, per account type, the places
-    its pool holds and those still held by lapsed applications (R-15, R-33): one statement (see `statement`)."""
-    at = _now(sandbox)
-    followers = (
+def _bound_followers() -> Any:
+    """R-30: the followers of every account bound to the subject's shops (the statement's `subjects` row)."""
+    return (
         select(func.coalesce(func.sum(Account.followers), 0))
         .select_from(Shop)
         .join(Account, Shop.official_account_id == Account.id)
         .where(Shop.subject_id == Subject.id)
         .scalar_subquery()
     )
-    columns = [Subject.id.label("subject_id"), Subject.subject_type, Subject.cross_border, followers.label("followers")]
-    for t in _TYPES:
-        pool: Any = bindparam(f"pool_{t}", type_=String())
-        columns.append(select(Pool.held).where(Pool.key == pool).scalar_subquery().label(f"held_{t}"))
-        stale = (
-            select(func.count())
-            .select_from(Slot)
-            .join(Application, Application.id == Slot.application_id)
-            .where(Slot.pool == pool, facts.lapsed(at))
-            .scalar_subquery()
-        )
-        columns.append(stale.label(f"stale_{t}"))
-    columns.append(at.label("now"))
-    return _authenticated(columns, by_key=by_key).outerjoin(Subject, Subject.id == bindparam("subject_id"))
-
-
-def quota_params(subject_id: str) -> dict[str, str]:
-    """The pools the statement reads: the subject's one per account type (R-30)."""
-    return {f"pool_{t}": quota_pool(subject_id, t) for t in _TYPES}
-
-
-def quotas_of(row: Mapping[str, Any], policy: Policy, principal: Principal, subject_id: str) -> dict:
-    """R-62 (another subject is 404, worded as a missing one), then R-30, R-31, R-33 as `subject_quotas` answers:
-    each type's total and the slots held now, reservations included, lapsed applications' not."""
-    if not principal.can_see_subject(subject_id) or row["subject_id"] is None:
-        raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
-    totals = rules.quota_totals(
-        policy,
-        subject_type=row["subject_type"],
-        cross_border=row["cross_border"],
-        bound_followers=int(row["followers"] or 0),
-    )
-    used = {t: (row[f"held_{t}"] or 0) - (row[f"stale_{t}"] or 0) for t in _TYPES}
-    return {t: {"total": totals[t], "used": used[t]} for t in totals}
-
-
-def render_quotas(quotas: dict) -> bytes:
-    """The quotas through the route's response model, as FastAPI writes them."""
-    return QuotasOut.__pydantic_serializer__.to_json(QuotasOut.model_validate(quotas))
-
-
-# ---------------------------------------------------------------- GET /shops/{id}/eligibility
 
 
 def _pool_key(pool_of: Any, key: Any) -> Any:
@@ -319,18 +274,53 @@ def _held_now(pool: Any, at: Any) -> Any:
 
 
 @lru_cache
+def quotas_statement(*, by_key: bool, sandbox: bool) -> Select:
+    """The key, the clock, the subject, its bound accounts' followers (R-30) and, per account type, the places
+    its pool holds less those still held by lapsed applications (R-15, R-33): one statement (see `statement`)."""
+    at = _now(sandbox)
+    followers = _bound_followers()
+    columns = [Subject.id.label("subject_id"), Subject.subject_type, Subject.cross_border, followers.label("followers")]
+    for t in _TYPES:
+        columns.append(_held_now(bindparam(f"pool_{t}", type_=String()), at).label(f"used_{t}"))
+    columns.append(at.label("now"))
+    return _authenticated(columns, by_key=by_key).outerjoin(Subject, Subject.id == bindparam("subject_id"))
+
+
+def quota_params(subject_id: str) -> dict[str, str]:
+    """The pools the statement reads: the subject's one per account type (R-30)."""
+    return {f"pool_{t}": quota_pool(subject_id, t) for t in _TYPES}
+
+
+def quotas_of(row: Mapping[str, Any], policy: Policy, principal: Principal, subject_id: str) -> dict:
+    """R-62 (another subject is 404, worded as a missing one), then R-30, R-31, R-33 as `subject_quotas` answers:
+    each type's total and the slots held now, reservations included, lapsed applications' not."""
+    if not principal.can_see_subject(subject_id) or row["subject_id"] is None:
+        raise errors.NotFound(_l("Subject {subject_id} not found", subject_id=subject_id))
+    totals = rules.quota_totals(
+        policy,
+        subject_type=row["subject_type"],
+        cross_border=row["cross_border"],
+        bound_followers=int(row["followers"] or 0),
+    )
+    used = {t: int(row[f"used_{t}"]) for t in _TYPES}
+    return {t: {"total": totals[t], "used": used[t]} for t in totals}
+
+
+def render_quotas(quotas: dict) -> bytes:
+    """The quotas through the route's response model, as FastAPI writes them."""
+    return QuotasOut.__pydantic_serializer__.to_json(QuotasOut.model_validate(quotas))
+
+
+# ---------------------------------------------------------------- GET /shops/{id}/eligibility
+
+
+@lru_cache
 def eligibility_statement(*, by_key: bool, sandbox: bool) -> Select:
     """The key, the clock, and every fact R-03's checks read about a shop (`facts.gather`): the shop, its subject,
     its bound account, the subject's followers (R-30), each quota pool and the holder's operator pool as held now
     (R-33, R-41), another application in progress (R-10), an official account already (R-02): one statement."""
     at = _now(sandbox)
-    followers = (
-        select(func.coalesce(func.sum(Account.followers), 0))
-        .select_from(Shop)
-        .join(Account, Shop.official_account_id == Account.id)
-        .where(Shop.subject_id == Subject.id)
-        .scalar_subquery()
-    )
+    followers = _bound_followers()
     in_progress = exists().where(
         Application.shop_id == Shop.id,
         or_(*(Application.status == state.value for state in IN_PROGRESS)),  # no IN (…): asyncpg binds each value

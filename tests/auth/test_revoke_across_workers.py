@@ -4,22 +4,20 @@ staff revoke it through one of them, and every later request of that key is refu
 
 import json
 import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ROOT, _free_port
+from tests.conftest import ADMIN_TOKEN
+from tests.serving import guanhao_serve
 
-GUANHAO = ROOT / ".venv" / "bin" / "guanhao"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
 def two_workers(database, tmp_path):
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {
         "GUANHAO_DATABASE_URL": database,
         "GUANHAO_VAR_DIR": str(tmp_path / "var"),
@@ -27,33 +25,8 @@ def two_workers(database, tmp_path):
         "GUANHAO_DB_POOL_SIZE": "2",
     }
     log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(GUANHAO), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
+    with guanhao_serve(env, log_path, args=("--workers", "2")) as (base, _proc):
         yield base, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pids(log_path, request_ids: set[str]) -> set[int]:

@@ -5,7 +5,7 @@ requests — submits, holders' accepts and declines, withdraws, cancels, operato
 rebinds with their SMS codes, posts, waves, syncs that lower quotas and change followers, bindings — at a
 few subjects, shops, accounts and operators, while the service clock moves and once jumps past the
 holders' deadline. Afterwards: no 5xx, every refusal problem+json with a known code, and none of the
-invariants broken (see `soak.invariants`). Small by default; `--soak-large` or GUANHAO_SOAK=large runs
+invariants broken (see `soak_checks.invariants`). Small by default; `--soak-large` or GUANHAO_SOAK=large runs
 10,000 requests.
 """
 
@@ -14,7 +14,7 @@ import os
 import httpx
 import pytest
 
-from tests.concurrency import soak
+from tests.concurrency import soak, soak_checks, soak_processes
 from tests.conftest import ADMIN_TOKEN
 
 pytestmark = pytest.mark.postgres
@@ -30,11 +30,11 @@ def size(request) -> dict:
 
 
 def test_soak_everything_at_once_breaks_no_invariant(database, sql, tmp_path, size, capsys):
-    env = soak.process_env(database, tmp_path / "var")
+    env = soak_processes.process_env(database, tmp_path / "var")
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with (
-        soak.serving(env, tmp_path / "serve.log", workers=4) as base,
-        soak.Sink() as sink,
+        soak_processes.serving(env, tmp_path / "serve.log", workers=4) as base,
+        soak_processes.Sink() as sink,
         httpx.Client(base_url=base, timeout=60) as client,
     ):
         world = soak.build_world(client, admin)
@@ -42,14 +42,14 @@ def test_soak_everything_at_once_breaks_no_invariant(database, sql, tmp_path, si
         assert r.status_code == 201, r.text
         r = client.post(f"{soak.API}/sandbox/clock", json={"now": soak.START.isoformat()}, headers=admin)
         assert r.status_code == 200, r.text
-        with soak.background_workers(env, tmp_path, count=2), soak.LockWatch(sql) as locks:
+        with soak_processes.background_workers(env, tmp_path, count=2), soak_processes.LockWatch(sql) as locks:
             run = soak.Soak(base, admin, world, **size)
             elapsed = run.run()
-            soak.settle(client, admin, sql, run.tally, timeout=120)
-        violations = run.tally.violations + soak.invariants(sql, world, run.tally, sink)
+            soak_checks.settle(client, admin, sql, run.tally, timeout=120)
+        violations = run.tally.violations + soak_checks.invariants(sql, world, run.tally, sink)
 
     with capsys.disabled():
-        print("\n" + soak.report(run.tally, elapsed, run.sent, size["clients"]))
+        print("\n" + soak_checks.report(run.tally, elapsed, run.sent, size["clients"]))
         for line in locks.report():
             print(line)
         print(f"violations: {len(violations)}")

@@ -1,6 +1,6 @@
 """Signed webhooks (SPEC R-61): the ways to run the delivery worker (serve --deliver-webhooks, the CLI)."""
 
-import socket
+import os
 import time
 
 import httpx
@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from guanhao.webhooks import service
 from tests.conftest import reset_caches
 from tests.factories import Api
+from tests.serving import guanhao_serve
 from tests.webhooks.helpers import API, register
 
 # ---------------------------------------------------------------- the ways to run the worker
@@ -53,51 +54,23 @@ def test_r61_serve_with_deliver_webhooks_delivers(database, tmp_path, monkeypatc
 
 def test_r61_guanhao_serve_deliver_webhooks(database, tmp_path, monkeypatch, admin_headers, receiver):
     """The real command in its own process, against this test's database."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     _policy_env(tmp_path, monkeypatch)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     receiver.start()
-    command = [
-        str(Path(sys.executable).with_name("guanhao")),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--deliver-webhooks",
-    ]
-    proc = subprocess.Popen(
-        command, env=os.environ | {"NO_PROXY": "127.0.0.1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if client.get(f"{API}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "guanhao serve did not start"
-                time.sleep(0.1)
-            api = Api(client, admin_headers)
-            _, secret = register(api, receiver.url())
-            _, shop_id, _ = api.ready_shop()
-            api.upgrade(shop_id)
-            events = api.events()
-            deadline = time.monotonic() + 60  # the embedded worker is a process starting beside the server
-            while len(receiver.received(ok_only=True)) < len(events) and time.monotonic() < deadline:
-                time.sleep(0.1)
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    env = os.environ | {"NO_PROXY": "127.0.0.1"}
+    with (
+        guanhao_serve(
+            env, tmp_path / "serve.log", args=("--deliver-webhooks",), ready=f"{API}/health", timeout=120
+        ) as (base, _proc),
+        httpx.Client(base_url=base, trust_env=False, timeout=10) as client,
+    ):
+        api = Api(client, admin_headers)
+        _, secret = register(api, receiver.url())
+        _, shop_id, _ = api.ready_shop()
+        api.upgrade(shop_id)
+        events = api.events()
+        deadline = time.monotonic() + 60  # the embedded worker is a process starting beside the server
+        while len(receiver.received(ok_only=True)) < len(events) and time.monotonic() < deadline:
+            time.sleep(0.1)
     got = receiver.received(ok_only=True)
     assert [r["headers"]["webhook-id"] for r in got] == [e["event_id"] for e in events]
     assert all(service.verify(secret, r["headers"], r["body"], now=int(time.time())) for r in got)

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
+import structlog.testing
 from sqlalchemy import select
 
 from guanhao import jobs
@@ -172,3 +173,31 @@ def test_two_claimers_never_get_the_same_duty(database, t0):
         assert row("contended").lease_owner == got[0]
     with session_scope(write=False) as session:
         assert session.scalar(select(DutyRow.lease_until).where(DutyRow.name == "contended")) == at + LEASE
+
+
+def test_a_stop_that_outlasts_its_wait_says_which_duty_still_runs(database):
+    release, started = threading.Event(), threading.Event()
+
+    def slow(ctx: jobs.Context) -> int:
+        started.set()
+        release.wait(10)  # a wave chunk waiting on a lock
+        return 0
+
+    duty = jobs.register("test-slow", slow, every=0.001, shared=True)
+    try:
+        worker = Worker("w-slow", duties=["test-slow"]).start()
+        assert started.wait(10)
+        with structlog.testing.capture_logs() as logs:
+            worker.stop(timeout=0.1)
+        [said] = [e for e in logs if e["event"].startswith("worker.")]
+        assert said["event"] == "worker.stop_timed_out"
+        assert said["still_running"] == ["guanhao-test-slow"]
+        release.set()
+        for thread in worker._threads:
+            thread.join(10)
+        with structlog.testing.capture_logs() as logs:
+            worker.stop(timeout=1)
+        assert [e["event"] for e in logs if e["event"].startswith("worker.")] == ["worker.stopped"]
+    finally:
+        release.set()
+        del jobs.DUTIES[duty.name]

@@ -87,7 +87,13 @@ class Worker:
         with _nudges_lock:
             for name, event in self._wake.items():
                 _nudges.get(name, set()).discard(event)
-        log.info("worker.stopped", worker=self.id)
+        running = [t.name for t in self._threads if t.is_alive()]
+        if running:
+            # A run still in hand past the wait (a wave chunk waiting on a lock): it ends by itself, its
+            # transaction with it; said here so that a process that goes on knows a duty still runs.
+            log.warning("worker.stop_timed_out", worker=self.id, still_running=running, waited_s=timeout)
+        else:
+            log.info("worker.stopped", worker=self.id)
 
     def run_forever(self) -> None:
         """Runs until `stop_event` is set (by a signal handler), then stops gracefully."""

@@ -91,9 +91,13 @@ def transition(
     reasons: list[dict] | None = None,
     detail: dict | None = None,
     event: dict | None = None,
+    finished_at: dt.datetime | None = None,
 ) -> Application:
     """R-20: the one way an application changes state. A lapsed application is `expired` for every
-    transition but the one that records its expiry (R-15)."""
+    transition but the one that records its expiry (R-15). An end records `finished_at` (default `now`) in the
+    same UPDATE: a second UPDATE of the row in this transaction would make PostgreSQL check its foreign keys
+    again, taking KEY SHARE on the shop — a wait, behind a wave chunk that holds the shop, that closed a
+    deadlock with that chunk waiting for this very application."""
     # Lock the row and read its state as committed; a concurrent verb waits here, then sees ours.
     locked = State(session.scalars(select(Application.status).where(Application.id == app.id).with_for_update()).one())
     app.status = locked.value
@@ -107,7 +111,7 @@ def transition(
     if reasons is not None:
         app.reasons = reasons
     if to not in IN_PROGRESS:
-        app.finished_at = now
+        app.finished_at = finished_at or now
     audit.record(
         session,
         at=now,
@@ -142,9 +146,10 @@ def end(
     now: dt.datetime,
     reasons: list[dict] | None = None,
     detail: dict | None = None,
+    finished_at: dt.datetime | None = None,
 ) -> Application:
     """An end without success: the transition, then the slot and the operator place go back (R-33, R-41)."""
-    transition(session, app, to, actor=actor, now=now, reasons=reasons, detail=detail)
+    transition(session, app, to, actor=actor, now=now, reasons=reasons, detail=detail, finished_at=finished_at)
     quotas.release(session, application_id=app.id)
     return app
 
@@ -152,8 +157,15 @@ def end(
 def expire(session: Session, app: Application, *, actor: str, now: dt.datetime) -> Application:
     """R-15: records the expiry of a lapsed application and frees what it held. It ended at its deadline,
     whenever this runs."""
-    end(session, app, State.EXPIRED, actor=actor, now=now, reasons=[{"code": "CONFIRMATION_EXPIRED"}])
-    app.finished_at = app.confirmation_expires_at or now
+    end(
+        session,
+        app,
+        State.EXPIRED,
+        actor=actor,
+        now=now,
+        reasons=[{"code": "CONFIRMATION_EXPIRED"}],
+        finished_at=app.confirmation_expires_at or now,
+    )
     return app
 
 

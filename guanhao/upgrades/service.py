@@ -306,7 +306,7 @@ def _token_hash(token: str) -> str:
 def by_token(session: Session, token: str, *, lock: bool = False) -> Application:
     """R-62: the holder's confirmation, found by its capability (stored as a hash)."""
     stmt = select(Application).where(Application.confirmation_token_hash == _token_hash(token))
-    app = session.scalar(stmt.with_for_update() if lock else stmt)
+    app = session.scalar(stmt.with_for_update().execution_options(populate_existing=True) if lock else stmt)
     if app is None:
         raise errors.NotFound(_l("No such confirmation"))
     return app
@@ -337,6 +337,11 @@ def decline(
 
 def _holder_answers(session: Session, token: str, *, now: dt.datetime) -> Application:
     """R-15, R-20: only an application waiting for the holder, before its deadline, takes an answer."""
+    # The shop before the application, the order every writer keeps (a wave chunk holds its shops, then waits for
+    # their lapsed applications): an answer writes the application's row more than once, and PostgreSQL then
+    # checks its foreign key again, taking KEY SHARE on the shop — which, taken last, could close a deadlock.
+    shop_id = by_token(session, token).shop_id
+    session.get(Shop, shop_id, with_for_update={"key_share": True})
     app = by_token(session, token, lock=True)
     if status_at(app, now) == State.EXPIRED:
         raise errors.ConfirmationExpired(_l("The confirmation has expired"))

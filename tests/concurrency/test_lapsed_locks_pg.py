@@ -48,3 +48,36 @@ def test_a_submit_never_waits_in_a_circle_with_the_sweep_releasing_a_lapsed_hold
     (r,) = answers
     assert r.status_code == 201, r.text
     assert r.json()["account_type"] == "vertical"
+
+
+def test_an_answer_takes_the_shop_before_the_application_as_a_wave_chunk_does(live_server, driver, admin_headers, sql):
+    """Found by the soak: a write that ends an application writes its row twice, and PostgreSQL then checks the
+    row's foreign key again — KEY SHARE on the shop. Taken last, that closed a circle with a wave chunk, which holds
+    its shops FOR UPDATE and then waits for their applications. An expiry now writes the row once; the holder's
+    answer (whose review writes it more than once) takes the shop before the application: while a chunk holds the
+    shop, the answer waits without holding the application."""
+    ((_, shop_id, _),) = seed(driver, subjects=1, shops_per_subject=1)
+    application_id = driver.submit(shop_id).json()["application_id"]
+    token = driver.token(application_id)
+
+    chunk = sql.connect()
+    chunk.execute(sa.text("SELECT 1 FROM shops WHERE id = :s FOR UPDATE"), {"s": shop_id})
+    answers = []
+    answer = threading.Thread(target=lambda: answers.append(driver.client.post(f"{API}/confirmations/{token}/accept")))
+    answer.start()
+    try:
+        while answer.is_alive() and scalar(sql, WAITING) == 0:
+            time.sleep(0.01)
+        time.sleep(0.2)  # were the answer to lock the application first, it would have by now
+        with sql.connect() as other:
+            # The chunk's next step: the shop's application, which the waiting answer must not hold.
+            other.execute(sa.text("SET lock_timeout = '500ms'"))
+            other.execute(sa.text("SELECT 1 FROM upgrade_applications WHERE id = :a FOR UPDATE"), {"a": application_id})
+            other.rollback()
+    finally:
+        chunk.rollback()
+        chunk.close()
+        answer.join(timeout=30)
+    (r,) = answers
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "succeeded"

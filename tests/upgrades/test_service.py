@@ -3,7 +3,7 @@ staff_reject, withdraw, the expiry of unanswered confirmations, eligibility and 
 R-04, R-10, R-15..R-20, R-30..R-33, R-40, R-41)."""
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from guanhao import errors, pii
 from guanhao.audit.models import AuditEntry
@@ -330,6 +330,29 @@ def test_r15_expire_lapsed_records_only_the_lapsed_holders_of_the_pools_it_meets
     at = lapsing.confirmation_expires_at
     _, expired = upgrades.lock_pools(session, [quotas.operator_pool(pii.Person(**holder).id_hash)], shop_ids=[], now=at)
     assert (lapsing.status, other.status, expired) == (State.EXPIRED, State.SUBMITTED, 1)
+
+
+def test_r15_recording_an_expiry_writes_the_application_row_once(session, now, policy):
+    """One UPDATE of the row, its end time in it: a second UPDATE in the same transaction makes PostgreSQL check
+    the row's foreign keys again (KEY SHARE on the shop), a wait behind a wave chunk holding that shop, which had
+    closed a deadlock with the chunk waiting for this application (found by the soak)."""
+    lapsing = make.submit(session, make.ready_shop(session, now=now), now=now)
+    at = lapsing.confirmation_expires_at + policy.confirmation_ttl
+    updates: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("UPDATE UPGRADE_APPLICATIONS"):
+            updates.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        upgrades.expire_lapsed(session, shop_ids=[lapsing.shop_id], now=at)
+        session.flush()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(updates) == 1, updates
+    assert (lapsing.status, lapsing.finished_at) == (State.EXPIRED, lapsing.confirmation_expires_at)
 
 
 # ---------------------------------------------------------------- what the merchant reads

@@ -206,7 +206,8 @@ async def one(stmt: Select, params: Mapping[str, Any], *, engine: Engine | None 
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """The connection itself failed (the server ended it, the socket broke), as opposed to the statement."""
+    """The connection itself failed (the server ended it, the socket broke), as opposed to the statement.
+    InternalClientError is what asyncpg says, when a connection is next used, of one the server ended while idle."""
     import asyncpg
 
     if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
@@ -220,9 +221,8 @@ def _unreachable(exc: BaseException) -> bool:
     server (refused, closed, timed out), or a SQLSTATE of a server gone or busy."""
     import asyncpg
 
-    # TimeoutError is an OSError; InternalClientError is what asyncpg says of a connection the server ended
-    # while it was idle, when it is next used.
-    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+    # A lost connection (a TimeoutError is an OSError), or a server gone or busy (08, 57, deadlocks, lock waits…).
+    if _connection_lost(exc):
         return True
     return isinstance(exc, asyncpg.PostgresError) and pg_state_unavailable(getattr(exc, "sqlstate", None) or "")
 

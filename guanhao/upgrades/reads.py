@@ -27,7 +27,7 @@ from guanhao.policy import Policy
 from guanhao.posting import service as posting
 from guanhao.subjects.models import Account, Shop, Subject
 from guanhao.upgrades import facts, rules, visibility
-from guanhao.upgrades.models import IN_PROGRESS, AccountType, Application, OfficialAccount, Pool, Slot, State
+from guanhao.upgrades.models import IN_PROGRESS, AccountType, Application, OfficialAccount, Pool, Slot
 from guanhao.upgrades.quotas import operator_pool, quota_pool
 from guanhao.upgrades.schemas import (
     ApplicationOut,
@@ -60,6 +60,15 @@ def _now(sandbox: bool) -> Any:
     return func.coalesce(select(frozen.now).where(frozen.id == 1).scalar_subquery(), now) if sandbox else now
 
 
+def _in_progress_here(at: Any) -> tuple:
+    """R-10, R-15: an application of the statement's shop in progress at `at` (a lapsed one is not)."""
+    return (
+        Application.shop_id == Shop.id,
+        or_(*(Application.status == state.value for state in IN_PROGRESS)),  # no IN (…): asyncpg binds each value
+        not_(facts.lapsed(at)),
+    )
+
+
 def _authenticated(columns: list, *, by_key: bool) -> Select:
     """One row anchored on nothing, with the caller's stored key (by its hash, not revoked) joined when `by_key`."""
     if by_key:
@@ -84,16 +93,7 @@ def statement(*, by_key: bool, sandbox: bool) -> Select:
     at = _now(sandbox)
 
     def active(column: Any) -> Any:
-        return (
-            select(column)
-            .where(
-                Application.shop_id == Shop.id,
-                or_(Application.status == State.SUBMITTED.value, Application.status == State.REVIEWING.value),
-                not_(facts.lapsed(at)),
-            )
-            .limit(1)
-            .scalar_subquery()
-        )
+        return select(column).where(*_in_progress_here(at)).limit(1).scalar_subquery()
 
     columns = [
         *(getattr(Shop, c).label(f"shop_{c}") for c in _SHOP),
@@ -321,11 +321,7 @@ def eligibility_statement(*, by_key: bool, sandbox: bool) -> Select:
     (R-33, R-41), another application in progress (R-10), an official account already (R-02): one statement."""
     at = _now(sandbox)
     followers = _bound_followers()
-    in_progress = exists().where(
-        Application.shop_id == Shop.id,
-        or_(*(Application.status == state.value for state in IN_PROGRESS)),  # no IN (…): asyncpg binds each value
-        not_(facts.lapsed(at)),
-    )
+    in_progress = exists().where(*_in_progress_here(at))
     columns: list = [
         Shop.id.label("shop_id"),
         Shop.subject_id.label("shop_subject_id"),

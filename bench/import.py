@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,28 +42,13 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import drop_database, free_port, scratch_database  # noqa: E402
 from guanhao.pii import id_check_char  # noqa: E402
 
 TABLES = ["subjects", "accounts", "shops", "audit_log", "outbox_events"]
 SERVICE_DB = f"bench_import_service_{os.getpid()}"
 COPY_DB = f"bench_import_copy_{os.getpid()}"
 TOKEN = "bench-import-admin-token-" + "x" * 16
-
-
-def scratch_database(admin_url: str, name: str) -> str:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def libpq(url: str) -> str:
@@ -126,12 +110,6 @@ def write_file(path: Path, lines: int) -> None:
             for obj in group[: lines - written]:
                 f.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
             written += min(len(group), lines - written)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env_for(url: str, var_dir: str) -> dict:

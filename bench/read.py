@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.scratch import free_port, scratch_database  # noqa: E402
 
 # Fixed keys, so a database built by one run is readable by the next (reuse) and by the service.
 PII_KEY = base64.b64encode(hashlib.sha256(b"guanhao bench read pii").digest()).decode()
@@ -115,10 +116,8 @@ def database(admin_url: str, name: str, *, rebuild: bool, size: int) -> tuple[st
             if marker == MARKER:
                 admin.dispose()
                 return url, True
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return url, False
+    return scratch_database(admin_url, name), False
 
 
 def people() -> list[dict]:
@@ -368,12 +367,6 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -23,6 +23,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
+
 WRITTEN = [
     "auto_upgrade_wave_skips",
     "official_accounts",
@@ -33,15 +35,6 @@ WRITTEN = [
     "upgrade_applications",
     "auto_upgrade_waves",
 ]
-
-
-def scratch_database(admin_url: str, name: str) -> str:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def record_keys(engine: sa.Engine) -> None:

@@ -98,3 +98,13 @@ def states(app: dict) -> list[tuple[str, str]]:
 
 def codes(reasons: list[dict]) -> list[str]:
     return [r["code"] for r in reasons]
+
+
+def same_answer(api: Api, fast_path: str, legacy_path: str, headers: dict) -> dict | None:
+    """The golden tests of the one-statement reads (issue 9): the fast route and the service-built route it
+    replaced answer the same status, content type and bytes; the body when 200."""
+    fast = api.client.get(fast_path, headers=headers)
+    ref = api.client.get(legacy_path, headers=headers)
+    assert (fast.status_code, fast.headers["content-type"]) == (ref.status_code, ref.headers["content-type"])
+    assert fast.content == ref.content, f"\nfast {fast.text}\nref  {ref.text}"
+    return fast.json() if fast.status_code == 200 else None

@@ -16,6 +16,7 @@ from guanhao.subjects import service as subjects
 from guanhao.subjects.models import Shop
 from guanhao.upgrades import service, visibility
 from guanhao.upgrades.schemas import ApplicationOut, OfficialAccountOut, application_out, official_account_out
+from tests.upgrades.helpers import same_answer
 
 T0 = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 LEGACY_APP = "/legacy/upgrade-applications/{application_id}"
@@ -56,16 +57,8 @@ def legacy(app):
     return app
 
 
-def same(api, fast_path: str, legacy_path: str, headers: dict) -> dict | None:
-    fast = api.client.get(fast_path, headers=headers)
-    ref = api.client.get(legacy_path, headers=headers)
-    assert (fast.status_code, fast.headers["content-type"]) == (ref.status_code, ref.headers["content-type"])
-    assert fast.content == ref.content, f"\nfast {fast.text}\nref  {ref.text}"
-    return fast.json() if fast.status_code == 200 else None
-
-
 def same_app(api, application_id: str, headers: dict) -> dict | None:
-    return same(
+    return same_answer(
         api,
         f"/api/v1/upgrade-applications/{application_id}",
         LEGACY_APP.format(application_id=application_id),
@@ -136,9 +129,9 @@ def test_r62_after_a_move_both_reads_answer_as_the_service_did(legacy, api):
     assert same_app(api, application_id, b_key) is None
     assert same_app(api, application_id, api.admin) is not None
     official = (f"/api/v1/shops/{shop_id}/official-account", LEGACY_OFFICIAL.format(shop_id=shop_id))
-    assert same(api, *official, b_key)["active_application_id"] is None
-    assert same(api, *official, api.admin)["active_application_id"] == application_id
-    assert same(api, *official, a_key) is None  # the shop is no longer A's
+    assert same_answer(api, *official, b_key)["active_application_id"] is None
+    assert same_answer(api, *official, api.admin)["active_application_id"] == application_id
+    assert same_answer(api, *official, a_key) is None  # the shop is no longer A's
 
 
 def test_r62_a_moved_shops_ended_application(legacy, api):
@@ -151,7 +144,7 @@ def test_r62_a_moved_shops_ended_application(legacy, api):
     assert same_app(api, application_id, a_key)["subject_id"] == a
     assert same_app(api, application_id, b_key) is None
     official = (f"/api/v1/shops/{shop_id}/official-account", LEGACY_OFFICIAL.format(shop_id=shop_id))
-    assert same(api, *official, b_key)["upgrade_status"] == "not_upgraded"
+    assert same_answer(api, *official, b_key)["upgrade_status"] == "not_upgraded"
 
 
 def test_a_revoked_key_is_refused_by_the_next_application_read(api):

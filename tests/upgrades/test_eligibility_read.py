@@ -15,6 +15,7 @@ from guanhao.upgrades import service
 from guanhao.upgrades.api import _visible_shop
 from guanhao.upgrades.schemas import AccountTypeName, EligibilityOut, check_out
 from tests.factories import person
+from tests.upgrades.helpers import same_answer
 
 T0 = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 LEGACY = "/legacy/shops/{shop_id}/eligibility"
@@ -42,11 +43,9 @@ def legacy(app):
 
 
 def same(api, shop_id: str, headers: dict, query: str = "") -> dict | None:
-    fast = api.client.get(f"/api/v1/shops/{shop_id}/eligibility{query}", headers=headers)
-    ref = api.client.get(LEGACY.format(shop_id=shop_id) + query, headers=headers)
-    assert (fast.status_code, fast.headers["content-type"]) == (ref.status_code, ref.headers["content-type"])
-    assert fast.content == ref.content, f"\nfast {fast.text}\nref  {ref.text}"
-    return fast.json() if fast.status_code == 200 else None
+    return same_answer(
+        api, f"/api/v1/shops/{shop_id}/eligibility{query}", LEGACY.format(shop_id=shop_id) + query, headers
+    )
 
 
 def failed(body: dict) -> list[str]:

@@ -14,6 +14,7 @@ from guanhao.subjects import service as subjects
 from guanhao.upgrades import service
 from guanhao.upgrades.schemas import OfficialAccountOut, official_account_out
 from tests import factories
+from tests.upgrades.helpers import same_answer
 
 T0 = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 LEGACY = "/legacy/shops/{shop_id}/official-account"
@@ -34,11 +35,7 @@ def legacy(app):
 
 
 def same(api, shop_id: str, headers: dict) -> dict | None:
-    fast = api.client.get(f"/api/v1/shops/{shop_id}/official-account", headers=headers)
-    ref = api.client.get(LEGACY.format(shop_id=shop_id), headers=headers)
-    assert (fast.status_code, fast.headers["content-type"]) == (ref.status_code, ref.headers["content-type"])
-    assert fast.content == ref.content, f"\nfast {fast.text}\nref  {ref.text}"
-    return fast.json() if fast.status_code == 200 else None
+    return same_answer(api, f"/api/v1/shops/{shop_id}/official-account", LEGACY.format(shop_id=shop_id), headers)
 
 
 def test_the_fast_read_answers_what_the_service_built_in_every_state(legacy, api):

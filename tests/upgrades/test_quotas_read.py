@@ -12,6 +12,7 @@ from guanhao.i18n import _l
 from guanhao.subjects.models import Subject
 from guanhao.upgrades import service
 from guanhao.upgrades.schemas import QuotasOut
+from tests.upgrades.helpers import same_answer
 
 T0 = dt.datetime(2026, 3, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 LEGACY = "/legacy/subjects/{subject_id}/quotas"
@@ -37,11 +38,7 @@ def legacy(app):
 
 
 def same(api, subject_id: str, headers: dict) -> dict | None:
-    fast = api.client.get(f"/api/v1/subjects/{subject_id}/quotas", headers=headers)
-    ref = api.client.get(LEGACY.format(subject_id=subject_id), headers=headers)
-    assert (fast.status_code, fast.headers["content-type"]) == (ref.status_code, ref.headers["content-type"])
-    assert fast.content == ref.content, f"\nfast {fast.text}\nref  {ref.text}"
-    return fast.json() if fast.status_code == 200 else None
+    return same_answer(api, f"/api/v1/subjects/{subject_id}/quotas", LEGACY.format(subject_id=subject_id), headers)
 
 
 def test_the_fast_quotas_read_answers_what_the_service_built(legacy, api):

@@ -45,21 +45,21 @@ def lock(session: Session, pools: Iterable[str]) -> dict[str, int]:
     if not keys:
         return {}
     if is_postgres(session):
-        # One statement creates what is missing and locks every row (ON CONFLICT DO UPDATE locks the row it meets,
-        # a fresh insert is ours alone), in key order, and answers what each holds; one parameter whatever the
-        # number of pools (a multi-row VALUES is compiled anew for every length: a wave chunk's two thousand
-        # pools cost more to render than to write).
-        rows = session.execute(
+        # One array parameter whatever the number of pools: a multi-row VALUES is compiled anew for every length
+        # (a wave chunk's two thousand pools cost more to render than to write). It only creates what is missing;
+        # the rows are locked below, all by one statement in key order. (Creating and locking in one
+        # INSERT … ON CONFLICT DO UPDATE was faster still, but the soak found it deadlocking two submits.)
+        session.execute(
             text(
                 "INSERT INTO pools (key, held) SELECT k, 0 FROM unnest(CAST(:keys AS varchar[])) AS g(k) ORDER BY k"
-                " ON CONFLICT (key) DO UPDATE SET held = pools.held RETURNING key, held"
+                " ON CONFLICT (key) DO NOTHING"
             ),
             {"keys": keys},
         )
-        return dict(rows.all())
-    session.execute(
-        _insert(session).values(key=bindparam("k"), held=0).on_conflict_do_nothing(), [{"k": k} for k in keys]
-    )
+    else:
+        session.execute(
+            _insert(session).values(key=bindparam("k"), held=0).on_conflict_do_nothing(), [{"k": k} for k in keys]
+        )
     stmt = select(Pool.key, Pool.held).where(among(session, Pool.key, keys)).order_by(Pool.key).with_for_update()
     return dict(session.execute(stmt).all())
 
